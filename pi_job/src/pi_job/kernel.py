@@ -1,0 +1,179 @@
+"""Dart kernel: the exact, deterministic Monte-Carlo test behind every job.
+
+Dart ``i`` of a job with 64-bit ``seed`` is derived from a counter, never from a stateful
+generator, so any range of darts can be counted independently::
+
+    z = splitmix64_finaliser((seed + (i + 1) * GAMMA) mod 2**64)
+    x = z >> 33                  # 31 bits
+    y = z & (2**31 - 1)          # 31 bits
+    inside  iff  x*x + y*y < 2**62
+
+All arithmetic is on unsigned 64-bit integers (``x*x + y*y < 2**63`` cannot overflow), so the
+count of a job depends only on ``(seed, darts)``: not on the backend, the chunk size or the
+machine. ``count_inside(s, a + b) == count_inside(s, a) + count_inside(s, b, start=a)``.
+
+Backends (fastest first): ``numba`` (when importable, JIT-compiled and vectorised),
+``numpy`` (always available, chunked, bounded memory) and ``python`` (the slow reference).
+Backend modules count the darts *outside* the quarter circle from a counter ``base``: dart
+``k`` of a call uses ``base + k * GAMMA``; since ``x*x + y*y < 2**63``, a dart is outside iff
+``(x*x + y*y) >> 62 == 1``, which turns the test into a plain integer sum.
+"""
+
+from __future__ import annotations
+
+import functools
+import operator
+from collections.abc import Callable
+
+import numpy as np
+
+__all__ = [
+    "BACKENDS",
+    "GAMMA",
+    "available_backends",
+    "count_inside",
+    "default_backend",
+    "job_seed",
+    "warm_up",
+]
+
+MASK64 = (1 << 64) - 1
+"""All counter arithmetic is modulo 2**64."""
+MASK31 = (1 << 31) - 1
+"""Mask of the low 31 bits (``y``)."""
+GAMMA = 0x9E3779B97F4A7C15
+"""Weyl increment of the dart counter (golden ratio, as in SplitMix64)."""
+MIX1 = 0xBF58476D1CE4E5B9
+"""First multiplier of the SplitMix64 finaliser."""
+MIX2 = 0x94D049BB133111EB
+"""Second multiplier of the SplitMix64 finaliser."""
+LIMIT = 1 << 62
+"""A dart is inside iff ``x*x + y*y < LIMIT`` (the square of the 31-bit radius)."""
+DARTS_MAX = 1 << 64
+"""Dart indices are 64-bit: ``start + darts`` may not exceed this."""
+
+BACKENDS = ("numba", "numpy", "python")
+"""Every backend name, fastest first."""
+
+OutsideCounter = Callable[[int, int], int]
+"""``f(base, n)``: darts outside among ``n`` darts whose counters are ``base + k * GAMMA``."""
+
+
+def _as_int(name: str, value: object) -> int:
+    """Return ``value`` as an ``int``; reject bools and non-integers with ``TypeError``."""
+    if isinstance(value, bool):
+        raise TypeError(f"{name} must be an integer, not bool")
+    try:
+        return operator.index(value)  # type: ignore[arg-type]
+    except TypeError:
+        raise TypeError(f"{name} must be an integer, not {type(value).__name__}") from None
+
+
+def job_seed(run_seed: int, job_index: int) -> int:
+    """Return the 64-bit seed of job ``job_index`` of the run seeded with ``run_seed``.
+
+    ``SeedSequence(run_seed, spawn_key=(job_index,))`` gives statistically independent,
+    reproducible streams for every job. Both arguments must be non-negative integers.
+    """
+    run_seed = _as_int("run_seed", run_seed)
+    job_index = _as_int("job_index", job_index)
+    if run_seed < 0:
+        raise ValueError(f"run_seed must be >= 0, got {run_seed}")
+    if job_index < 0:
+        raise ValueError(f"job_index must be >= 0, got {job_index}")
+    sequence = np.random.SeedSequence(run_seed, spawn_key=(job_index,))
+    return int(sequence.generate_state(1, np.uint64)[0])
+
+
+def splitmix64(z: int) -> int:
+    """Return the SplitMix64 finaliser of the 64-bit integer ``z`` (reference, pure Python)."""
+    z = ((z ^ (z >> 30)) * MIX1) & MASK64
+    z = ((z ^ (z >> 27)) * MIX2) & MASK64
+    return z ^ (z >> 31)
+
+
+def count_outside_python(base: int, n: int) -> int:
+    """Count darts outside among ``n`` darts from counter ``base``, one at a time (reference)."""
+    outside = 0
+    counter = base
+    for _ in range(n):
+        z = splitmix64(counter)
+        x = z >> 33
+        y = z & MASK31
+        if x * x + y * y >= LIMIT:
+            outside += 1
+        counter = (counter + GAMMA) & MASK64
+    return outside
+
+
+@functools.cache
+def _numba_counter() -> OutsideCounter | None:
+    """Return the numba backend's counter, or ``None`` when numba cannot be imported."""
+    try:
+        from pi_job import kernel_numba
+    except ImportError:
+        return None
+    return kernel_numba.count_outside
+
+
+def _counter(backend: str) -> OutsideCounter:
+    """Return the outside-counting function of ``backend`` (``ValueError`` if unavailable)."""
+    if backend == "numba":
+        counter = _numba_counter()
+        if counter is None:
+            raise ValueError("backend 'numba' is not available (numba cannot be imported)")
+        return counter
+    if backend == "numpy":
+        from pi_job import kernel_numpy
+
+        return kernel_numpy.count_outside
+    if backend == "python":
+        return count_outside_python
+    raise ValueError(f"unknown backend {backend!r}; expected one of {', '.join(BACKENDS)}")
+
+
+def available_backends() -> list[str]:
+    """Return the names of the usable backends, fastest first (``python`` is always last)."""
+    return [name for name in BACKENDS if name != "numba" or _numba_counter() is not None]
+
+
+def default_backend() -> str:
+    """Return ``"numba"`` when numba can be imported, else ``"numpy"``."""
+    return "numba" if _numba_counter() is not None else "numpy"
+
+
+def count_inside(seed: int, darts: int, start: int = 0, backend: str | None = None) -> int:
+    """Return how many of the darts ``start .. start+darts-1`` of ``seed`` land inside.
+
+    The result is exact and depends only on ``(seed, start, darts)``. ``backend`` is one of
+    :func:`available_backends` (default: :func:`default_backend`). Raises ``ValueError`` unless
+    ``0 <= seed < 2**64``, ``darts >= 0``, ``start >= 0`` and ``start + darts <= 2**64``, and
+    ``TypeError`` for non-integer arguments.
+    """
+    seed = _as_int("seed", seed)
+    darts = _as_int("darts", darts)
+    start = _as_int("start", start)
+    if not 0 <= seed <= MASK64:
+        raise ValueError(f"seed must be in 0 .. 2**64-1, got {seed}")
+    if darts < 0:
+        raise ValueError(f"darts must be >= 0, got {darts}")
+    if start < 0:
+        raise ValueError(f"start must be >= 0, got {start}")
+    if start + darts > DARTS_MAX:
+        raise ValueError(f"start + darts must be <= 2**64, got {start + darts}")
+    counter = _counter(default_backend() if backend is None else backend)
+    if darts == 0:
+        return 0
+    base = (seed + (start + 1) * GAMMA) & MASK64
+    return darts - counter(base, darts)
+
+
+def warm_up() -> None:
+    """Compile (or load from numba's cache) the numba kernel so the first job runs at speed.
+
+    A no-op when numba is not available.
+    """
+    if _numba_counter() is not None:
+        from pi_job import kernel_numba
+
+        kernel_numba.warm_up()
