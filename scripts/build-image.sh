@@ -40,6 +40,5 @@ rm -rf "$rootfs"/var/lib/apt/lists/*
 echo "docker import -> $image"
 tar -C "$rootfs" -c . | docker import \
   --change 'CMD ["/lib/systemd/systemd"]' \
-  --change 'ENV container=docker' \
-  --change 'STOPSIGNAL SIGRTMIN+3' - "$image" >/dev/null
+  --change 'ENV container=docker' - "$image" >/dev/null
 docker image ls "$image"
