@@ -1,0 +1,511 @@
+"""``pi-job report``: plots from master result files, and the scaling study.
+
+Single run (``pi-job report RESULT.json [--out-dir DIR]``) writes, next to the result file or in
+``DIR``:
+
+* ``<stem>.convergence.png``: the running estimate of pi against the cumulative number of darts
+  (``per_job`` in job order), inside the 95 % band ``pi +- 1.96 * 4 * sqrt(p (1 - p) / N)`` with
+  ``p = pi / 4`` that narrows as ``1 / sqrt(N)``; a lower panel shows the absolute error on
+  log-log axes against the same ``1 / sqrt(N)`` line.
+* ``<stem>.hosts.png``: darts per host (from ``per_host``) and per worker (from ``per_job``).
+
+Scaling study (``pi-job report --scaling R1.json R2.json ... [--out-dir DIR] [--name NAME]``)
+writes ``NAME.json``, ``NAME.md`` and ``NAME.png`` (speed-up against workers with the ideal line,
+and parallel efficiency); the math and the rule for the number of workers of a result file (its
+``workers`` key, else the distinct ``worker`` ids in ``per_job``) are in :mod:`pi_job.scaling`.
+
+Exit codes: 0 success; 1 runtime failure (``inside`` counts differ between the runs of a scaling
+study, matplotlib missing, output not writable); 2 bad input (missing file, invalid JSON, missing
+keys), reported as one line on stderr.
+
+matplotlib (and numpy) are imported only inside the plotting functions, with the headless ``Agg``
+backend selected before ``pyplot`` is imported, so ``import pi_job.report`` stays cheap.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from pi_job.scaling import (
+    SCALING_KEYS,
+    CountMismatchError,
+    ScalingError,
+    ScalingStudy,
+    build_study,
+    markdown_document,
+    study_to_json,
+)
+
+if TYPE_CHECKING:
+    from matplotlib.axes import Axes
+
+__all__ = [
+    "JOB_KEYS",
+    "REQUIRED_KEYS",
+    "ReportInputError",
+    "band_half_width",
+    "command",
+    "configure_parser",
+    "convergence_series",
+    "darts_per_worker",
+    "load_result",
+    "plot_convergence",
+    "plot_hosts",
+    "plot_scaling",
+    "render_report",
+    "render_scaling",
+]
+
+#: Keys a master result must have for ``pi-job report``.
+REQUIRED_KEYS: tuple[str, ...] = ("run_id", "darts", "inside", "pi", "per_host", "per_job")
+#: Keys every ``per_job`` entry must have.
+JOB_KEYS: tuple[str, ...] = ("job", "darts", "inside", "host", "worker", "seconds")
+
+Z95 = 1.96
+"""Two-sided 95 % quantile of the standard normal distribution."""
+P_INSIDE = math.pi / 4
+"""Probability that a uniform dart in the unit square lands inside the quarter circle."""
+DPI = 120
+PROG = "pi-job report"
+
+
+class ReportInputError(ValueError):
+    """A result file is missing, not JSON, or lacks keys (exit code 2)."""
+
+
+# --------------------------------------------------------------------------------------- input
+
+
+def _missing(mapping: Mapping[str, Any], keys: Sequence[str]) -> list[str]:
+    """Return the keys of ``keys`` that ``mapping`` does not have, in order."""
+    return [key for key in keys if key not in mapping]
+
+
+def _check_per_job(per_job: Any, source: str) -> None:
+    """Raise :class:`ReportInputError` unless ``per_job`` is a non-empty list of job records."""
+    if not isinstance(per_job, list) or not per_job:
+        raise ReportInputError(f"{source}: 'per_job' must be a non-empty list")
+    for index, item in enumerate(per_job):
+        if not isinstance(item, dict):
+            raise ReportInputError(f"{source}: per_job[{index}] is not an object")
+        missing = _missing(item, JOB_KEYS)
+        if missing:
+            raise ReportInputError(
+                f"{source}: per_job[{index}] is missing keys: {', '.join(missing)}"
+            )
+
+
+def load_result(path: Path, required: Sequence[str] = REQUIRED_KEYS) -> dict[str, Any]:
+    """Read one master result JSON and check that it has the ``required`` keys.
+
+    ``per_job`` (when required) must also be a non-empty list whose entries have
+    :data:`JOB_KEYS`, and ``per_host`` an object.
+
+    Raises:
+        ReportInputError: the file is missing or unreadable, is not valid JSON, is not a JSON
+            object, or lacks keys (the message lists which).
+    """
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ReportInputError(f"{path}: no such file") from None
+    except (OSError, UnicodeDecodeError) as error:
+        raise ReportInputError(f"{path}: cannot read: {error}") from None
+    try:
+        result = json.loads(text)
+    except json.JSONDecodeError as error:
+        raise ReportInputError(f"{path}: invalid JSON: {error}") from None
+    if not isinstance(result, dict):
+        raise ReportInputError(f"{path}: not a master result (expected a JSON object)")
+    missing = _missing(result, required)
+    if missing:
+        raise ReportInputError(f"{path}: missing required keys: {', '.join(missing)}")
+    if "per_job" in required:
+        _check_per_job(result["per_job"], str(path))
+    if "per_host" in required and not isinstance(result["per_host"], dict):
+        raise ReportInputError(f"{path}: 'per_host' must be an object host -> darts")
+    return result
+
+
+# ----------------------------------------------------------------------------------------- math
+
+
+def _jobs_in_order(per_job: Sequence[Mapping[str, Any]]) -> list[Mapping[str, Any]]:
+    """Return the job records sorted by job index (the contract already promises job order)."""
+    return sorted(per_job, key=lambda item: int(item["job"]))
+
+
+def convergence_series(per_job: Sequence[Mapping[str, Any]]) -> tuple[list[int], list[float]]:
+    """Return ``(N, estimate)``: cumulative darts and ``4 * cum_inside / cum_darts`` per job.
+
+    Jobs are taken in job order; leading jobs with zero darts (no estimate yet) are skipped.
+    """
+    darts_so_far = 0
+    inside_so_far = 0
+    cumulative: list[int] = []
+    estimates: list[float] = []
+    for item in _jobs_in_order(per_job):
+        darts_so_far += int(item["darts"])
+        inside_so_far += int(item["inside"])
+        if darts_so_far > 0:
+            cumulative.append(darts_so_far)
+            estimates.append(4.0 * inside_so_far / darts_so_far)
+    return cumulative, estimates
+
+
+def band_half_width(darts: float) -> float:
+    """Half-width of the 95 % band of the estimate after ``darts`` darts.
+
+    ``1.96 * 4 * sqrt(p (1 - p) / N)`` with the true ``p = pi / 4``: it shrinks as ``1/sqrt(N)``.
+    """
+    return Z95 * 4.0 * math.sqrt(P_INSIDE * (1.0 - P_INSIDE) / darts)
+
+
+def darts_per_worker(per_job: Sequence[Mapping[str, Any]]) -> dict[str, tuple[str, int]]:
+    """Return ``worker id -> (host, darts)`` summed over ``per_job``, sorted by host then worker."""
+    totals: dict[str, tuple[str, int]] = {}
+    for item in per_job:
+        worker = str(item["worker"])
+        host, darts = totals.get(worker, (str(item["host"]), 0))
+        totals[worker] = (host, darts + int(item["darts"]))
+    return dict(sorted(totals.items(), key=lambda entry: (entry[1][0], entry[0])))
+
+
+# ------------------------------------------------------------------------------------- plotting
+
+
+def _use_agg() -> None:
+    """Select the headless Agg backend; call before importing ``matplotlib.pyplot``."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+
+
+def _eng_axis(axis_owner: Axes, axis: str = "y") -> None:
+    """Label ``axis`` of ``axis_owner`` with SI prefixes (``250M``) instead of ``2.5e8``."""
+    from matplotlib.ticker import EngFormatter
+
+    formatter = EngFormatter(sep="")
+    if axis == "y":
+        axis_owner.yaxis.set_major_formatter(formatter)
+    else:
+        axis_owner.xaxis.set_major_formatter(formatter)
+
+
+def plot_convergence(result: Mapping[str, Any], path: Path) -> Path:
+    """Write the convergence plot of one master result to ``path`` and return ``path``.
+
+    Upper panel: running estimate against cumulative darts (log x), the true pi, and the 95 %
+    band around pi. Lower panel: ``|estimate - pi|`` on log-log axes with the band half-width.
+    """
+    _use_agg()
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    darts, estimates = convergence_series(result["per_job"])
+    low = darts[0] if len(darts) > 1 else max(darts[0] / 100.0, 1.0)
+    grid = np.geomspace(low, darts[-1], 200)
+    half = Z95 * 4.0 * np.sqrt(P_INSIDE * (1.0 - P_INSIDE) / grid)
+
+    fig, (top, bottom) = plt.subplots(
+        2, 1, figsize=(9, 7.5), sharex=True, height_ratios=(3, 2), layout="constrained"
+    )
+    top.fill_between(
+        grid,
+        math.pi - half,
+        math.pi + half,
+        color="tab:blue",
+        alpha=0.18,
+        label=r"95 % band: $\pi \pm 1.96 \cdot 4\sqrt{p(1-p)/N}$",
+    )
+    top.plot(grid, math.pi + half, color="tab:blue", linewidth=0.8)
+    top.plot(grid, math.pi - half, color="tab:blue", linewidth=0.8)
+    top.axhline(
+        math.pi, color="black", linestyle="--", linewidth=1.2, label=rf"true $\pi$ = {math.pi:.6f}"
+    )
+    top.plot(
+        darts,
+        estimates,
+        color="tab:red",
+        marker="o",
+        markersize=3,
+        linewidth=1.5,
+        label="running estimate 4 · inside / N",
+    )
+    top.set_xscale("log")
+    top.ticklabel_format(axis="y", useOffset=False, style="plain")
+    top.set_ylabel(r"estimate of $\pi$")
+    top.legend(loc="upper right", fontsize=10)
+    top.grid(True, which="both", alpha=0.3)
+
+    errors = np.maximum(np.abs(np.asarray(estimates) - math.pi), 1e-12)
+    bottom.plot(grid, half, color="tab:blue", label=r"95 % half-width $\propto 1/\sqrt{N}$")
+    bottom.plot(
+        darts,
+        errors,
+        color="tab:red",
+        marker="o",
+        markersize=3,
+        linewidth=1.0,
+        label=r"|estimate $-\ \pi$|",
+    )
+    bottom.set_yscale("log")
+    bottom.set_xlabel("darts thrown so far, N (cumulative over jobs, log scale)")
+    bottom.set_ylabel("absolute error")
+    bottom.legend(loc="lower left", fontsize=10)
+    bottom.grid(True, which="both", alpha=0.3)
+
+    final = estimates[-1]
+    fig.suptitle(
+        f"Run {result['run_id']}: {int(result['darts']):,} darts in {len(result['per_job'])} jobs"
+        f" — final estimate π ≈ {final:.6f} ± {band_half_width(darts[-1]):.6f} (95 %)",
+        fontsize=12,
+    )
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=DPI)
+    plt.close(fig)
+    return path
+
+
+def plot_hosts(result: Mapping[str, Any], path: Path) -> Path:
+    """Write the work-distribution plot (darts per host and per worker) to ``path``."""
+    _use_agg()
+    import matplotlib.pyplot as plt
+
+    per_host = {str(host): int(darts) for host, darts in sorted(result["per_host"].items())}
+    workers = darts_per_worker(result["per_job"])
+    total = sum(per_host.values()) or 1
+    colours = {host: f"C{index % 10}" for index, host in enumerate(per_host)}
+
+    fig, (left, right) = plt.subplots(
+        1, 2, figsize=(11, 5), width_ratios=(1, 2), layout="constrained"
+    )
+    bars = left.bar(
+        list(per_host), list(per_host.values()), color=[colours[host] for host in per_host]
+    )
+    left.bar_label(bars, labels=[f"{darts / total:.0%}" for darts in per_host.values()])
+    left.set_title("per host")
+    left.set_xlabel("host")
+    left.set_ylabel("darts thrown")
+
+    names = list(workers)
+    bars = right.bar(
+        range(len(names)),
+        [darts for _, darts in workers.values()],
+        color=[colours.get(host, "grey") for host, _ in workers.values()],
+    )
+    right.set_xticks(
+        range(len(names)),
+        names,
+        rotation=35 if len(names) > 4 else 0,
+        ha="right" if len(names) > 4 else "center",
+        fontsize=9 if len(names) <= 24 else 6,
+    )
+    right.set_title("per worker (colour = host)")
+    right.set_xlabel("worker")
+    right.set_ylabel("darts thrown")
+    for axes in (left, right):
+        _eng_axis(axes)
+        axes.grid(True, axis="y", alpha=0.3)
+        axes.margins(y=0.12)
+
+    fig.suptitle(
+        f"Run {result['run_id']}: {int(result['darts']):,} darts over {len(per_host)} hosts, "
+        f"{len(names)} workers",
+        fontsize=12,
+    )
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=DPI)
+    plt.close(fig)
+    return path
+
+
+def plot_scaling(study: ScalingStudy, path: Path, name: str = "scaling") -> Path:
+    """Write the scaling plot: speed-up vs workers (with ideal y = x) and efficiency (0-110 %)."""
+    _use_agg()
+    import matplotlib.pyplot as plt
+    from matplotlib.ticker import MaxNLocator, PercentFormatter
+
+    workers = [row.workers for row in study.rows]
+    speedups = [row.speedup for row in study.rows]
+    efficiencies = [100.0 * row.efficiency for row in study.rows]
+    top = max(workers)
+
+    fig, (left, right) = plt.subplots(1, 2, figsize=(11, 5), layout="constrained")
+    left.plot([0, top], [0, top], color="grey", linestyle="--", label="ideal: S(k) = k")
+    base = study.baseline_workers
+    formula = "T(1)/T(k)" if base == 1 else f"{base}·T({base})/T(k)"
+    left.plot(workers, speedups, color="tab:red", marker="o", label=f"measured S(k) = {formula}")
+    for k, speedup in zip(workers, speedups, strict=True):
+        left.annotate(
+            f"{speedup:.2f}\N{MULTIPLICATION SIGN}",
+            (k, speedup),
+            textcoords="offset points",
+            xytext=(0, -14),
+            ha="center",
+            fontsize=9,
+        )
+    left.set_xlim(0, top + 0.5)
+    left.set_ylim(0, max(top, *speedups) + 0.5)
+    left.set_xlabel("worker instances k")
+    left.set_ylabel("speed-up S(k) (times faster than 1 worker)")
+    left.set_title("speed-up")
+    left.legend(loc="upper left")
+
+    right.axhline(100, color="grey", linestyle="--", label="ideal: E(k) = 100 %")
+    right.plot(workers, efficiencies, color="tab:green", marker="s", label="measured E(k) = S(k)/k")
+    for k, efficiency in zip(workers, efficiencies, strict=True):
+        right.annotate(
+            f"{efficiency:.0f} %",
+            (k, min(efficiency, 104.0)),
+            textcoords="offset points",
+            xytext=(0, -15),
+            ha="center",
+            fontsize=9,
+        )
+    right.set_ylim(0, 110)
+    right.yaxis.set_major_formatter(PercentFormatter(100))
+    right.set_xlabel("worker instances k")
+    right.set_ylabel("parallel efficiency E(k)")
+    right.set_title("parallel efficiency")
+    right.legend(loc="lower left")
+    for axes in (left, right):
+        axes.xaxis.set_major_locator(MaxNLocator(integer=True))
+        axes.grid(True, alpha=0.3)
+
+    fig.suptitle(
+        f"Scaling study {name}: {study.darts:,} darts, same seed, k = {min(workers)}..{top} "
+        f"(inside = {study.inside:,} for every k)",
+        fontsize=12,
+    )
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=DPI)
+    plt.close(fig)
+    return path
+
+
+# ------------------------------------------------------------------------------------- commands
+
+
+def render_report(result_path: Path, out_dir: Path | None = None) -> list[Path]:
+    """Render ``<stem>.convergence.png`` and ``<stem>.hosts.png`` for one result file.
+
+    ``out_dir`` defaults to the result file's directory. Returns the paths written.
+
+    Raises:
+        ReportInputError: bad input file (see :func:`load_result`).
+    """
+    result = load_result(result_path)
+    directory = out_dir if out_dir is not None else result_path.parent
+    stem = result_path.name.removesuffix(".json")
+    return [
+        plot_convergence(result, directory / f"{stem}.convergence.png"),
+        plot_hosts(result, directory / f"{stem}.hosts.png"),
+    ]
+
+
+def render_scaling(
+    result_paths: Sequence[Path], out_dir: Path | None = None, name: str = "scaling"
+) -> list[Path]:
+    """Write ``NAME.json``, ``NAME.md`` and ``NAME.png`` of a scaling study.
+
+    ``out_dir`` defaults to the directory of the first result file. Returns the paths written.
+
+    Raises:
+        ReportInputError: a bad input file.
+        ScalingError: the files do not form one study (same darts and seed, one file per k).
+        CountMismatchError: the ``inside`` counts differ (correctness failure).
+    """
+    results = [(str(path), load_result(path, SCALING_KEYS)) for path in result_paths]
+    for source, result in results:
+        _check_per_job(result["per_job"], source)
+    study = build_study(results)
+    directory = out_dir if out_dir is not None else result_paths[0].parent
+    directory.mkdir(parents=True, exist_ok=True)
+    json_path = directory / f"{name}.json"
+    json_path.write_text(study_to_json(study, name), encoding="utf-8")
+    md_path = directory / f"{name}.md"
+    md_path.write_text(markdown_document(study, name), encoding="utf-8")
+    return [json_path, md_path, plot_scaling(study, directory / f"{name}.png", name)]
+
+
+def configure_parser(parser: argparse.ArgumentParser) -> None:
+    """Add the arguments of ``pi-job report`` to ``parser``; sets ``func`` to :func:`command`."""
+    parser.add_argument(
+        "results",
+        nargs="+",
+        type=Path,
+        metavar="RESULT.json",
+        help="master result file(s) written by 'pi-job run --output'",
+    )
+    parser.add_argument(
+        "--out-dir",
+        type=Path,
+        default=None,
+        metavar="DIR",
+        help="where to write the plots (default: next to the (first) result file)",
+    )
+    parser.add_argument(
+        "--scaling",
+        action="store_true",
+        help="treat the files as one scaling study (same darts and seed, k = 1..K workers) and "
+        "write NAME.json, NAME.md and NAME.png with speed-up and efficiency",
+    )
+    parser.add_argument(
+        "--name",
+        default=None,
+        metavar="NAME",
+        help="base name of the scaling-study outputs (default: scaling); needs --scaling",
+    )
+    parser.set_defaults(func=command)
+
+
+def _fail(code: int, message: str) -> int:
+    """Print ``message`` as one line on stderr and return ``code``."""
+    print(f"{PROG}: error: {' '.join(message.split())}", file=sys.stderr)
+    return code
+
+
+def command(args: argparse.Namespace) -> int:
+    """Run ``pi-job report`` with parsed ``args``; print the paths written; return the exit code."""
+    paths: list[Path] = list(args.results)
+    scaling: bool = bool(getattr(args, "scaling", False))
+    name: str | None = getattr(args, "name", None)
+    out_dir: Path | None = getattr(args, "out_dir", None)
+    if name is not None and not scaling:
+        return _fail(2, "--name is only used with --scaling")
+    if name is not None and (not name or "/" in name or name in {".", ".."}):
+        return _fail(2, f"--name must be a plain file name, got {name!r}")
+    try:
+        if scaling:
+            written = render_scaling(paths, out_dir, name or "scaling")
+        else:
+            written = [png for path in paths for png in render_report(path, out_dir)]
+    except (ReportInputError, ScalingError) as error:
+        return _fail(2, str(error))
+    except CountMismatchError as error:
+        return _fail(1, f"correctness failure: {error}")
+    except ImportError as error:
+        return _fail(1, f"plots need matplotlib (pip install 'pi-job[plot]'): {error}")
+    except OSError as error:
+        return _fail(1, f"cannot write output: {error}")
+    for path in written:
+        print(path)
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Stand-alone entry point (``python -m pi_job.report``) until ``cli.py`` registers it."""
+    parser = argparse.ArgumentParser(prog=PROG, description="Plots from master result files.")
+    configure_parser(parser)
+    return command(parser.parse_args(argv))
+
+
+if __name__ == "__main__":
+    sys.exit(main())
