@@ -97,7 +97,9 @@ def count_outside_python(base: int, n: int) -> int:
     outside = 0
     counter = base
     for _ in range(n):
-        z = splitmix64(counter)
+        z = ((counter ^ (counter >> 30)) * MIX1) & MASK64
+        z = ((z ^ (z >> 27)) * MIX2) & MASK64
+        z ^= z >> 31
         x = z >> 33
         y = z & MASK31
         if x * x + y * y >= LIMIT:

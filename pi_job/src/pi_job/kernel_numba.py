@@ -54,7 +54,9 @@ def _outside(base: np.uint64, n: np.uint64) -> np.uint64:
 
 def _compile(cache: bool) -> Callable[[np.uint64, np.uint64], np.uint64]:
     """Return the lazily compiled dispatcher of :func:`_outside`."""
-    jitted: Callable[[np.uint64, np.uint64], np.uint64] = numba.njit(cache=cache, nogil=True)(_outside)
+    jitted: Callable[[np.uint64, np.uint64], np.uint64] = numba.njit(cache=cache, nogil=True)(
+        _outside
+    )
     return jitted
 
 
