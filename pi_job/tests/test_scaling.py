@@ -1,0 +1,235 @@
+"""Tests of the scaling study: speed-up/efficiency math, outputs and the count check."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+from pi_job import report, scaling
+
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+DARTS = 120_000_000
+JOBS = 24
+#: Wall times of a plausible study on 1..4 workers (sub-linear: queue and start-up overhead).
+TIMES = {1: 40.0, 2: 20.5, 3: 14.2, 4: 11.0}
+
+
+def job_counts(seed: int = 99) -> list[tuple[int, int]]:
+    """(darts, inside) per job: identical for every k, as the exact kernel guarantees."""
+    rng = np.random.default_rng(seed)
+    darts = DARTS // JOBS
+    return [(darts, int(rng.binomial(darts, math.pi / 4))) for _ in range(JOBS)]
+
+
+def make_result(k: int, seconds: float, workers_key: Any = "count") -> dict[str, Any]:
+    """Return a master result of the study run with ``k`` worker instances on two hosts."""
+    workers = [f"node{1 + i % 2}:pi-worker@{1 + i // 2}" for i in range(k)]
+    per_job = [
+        {
+            "job": job,
+            "darts": darts,
+            "inside": inside,
+            "host": workers[job % k].split(":")[0],
+            "worker": workers[job % k],
+            "seconds": seconds * k / JOBS,
+        }
+        for job, (darts, inside) in enumerate(job_counts())
+    ]
+    per_host: dict[str, int] = {}
+    for item in per_job:
+        per_host[item["host"]] = per_host.get(item["host"], 0) + item["darts"]
+    inside = sum(item["inside"] for item in per_job)
+    result: dict[str, Any] = {
+        "run_id": f"scale-k{k}",
+        "seed": 2026,
+        "darts": DARTS,
+        "inside": inside,
+        "pi": 4 * inside / DARTS,
+        "seconds": seconds,
+        "darts_per_second": DARTS / seconds,
+        "per_host": per_host,
+        "per_job": per_job,
+        "jobs": JOBS,
+    }
+    if workers_key == "count":
+        result["workers"] = k
+    elif workers_key is not None:
+        result["workers"] = workers_key
+    return result
+
+
+def write_study(directory: Path, times: dict[int, float] = TIMES) -> list[Path]:
+    paths = []
+    for k, seconds in times.items():
+        path = directory / f"result_k{k}.json"
+        path.write_text(json.dumps(make_result(k, seconds)), encoding="utf-8")
+        paths.append(path)
+    return paths
+
+
+def run_cli(*argv: str) -> int:
+    parser = argparse.ArgumentParser(prog="pi-job report")
+    report.configure_parser(parser)
+    return report.command(parser.parse_args(list(argv)))
+
+
+def pairs(*results: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]:
+    return [(f"r{index}.json", result) for index, result in enumerate(results)]
+
+
+# ----------------------------------------------------------------------------------------- math
+
+
+def test_speedup_and_efficiency() -> None:
+    study = scaling.build_study(pairs(*(make_result(k, t) for k, t in TIMES.items())))
+    assert [row.workers for row in study.rows] == [1, 2, 3, 4]
+    for row in study.rows:
+        assert row.speedup == pytest.approx(TIMES[1] / TIMES[row.workers])
+        assert row.efficiency == pytest.approx(TIMES[1] / TIMES[row.workers] / row.workers)
+        assert row.darts_per_second == pytest.approx(DARTS / TIMES[row.workers])
+    assert study.rows[0].speedup == 1.0 and study.rows[0].efficiency == 1.0
+    assert study.rows[1].speedup == pytest.approx(40.0 / 20.5)
+    assert study.rows[3].efficiency == pytest.approx(40.0 / 11.0 / 4)
+    assert study.counts_equal and study.baseline_workers == 1
+    assert study.inside == sum(inside for _, inside in job_counts())
+
+
+def test_rows_are_sorted_by_workers_whatever_the_file_order() -> None:
+    results = [make_result(k, TIMES[k]) for k in (3, 1, 4, 2)]
+    study = scaling.build_study(pairs(*results))
+    assert [row.workers for row in study.rows] == [1, 2, 3, 4]
+    assert [row.run_id for row in study.rows] == ["scale-k1", "scale-k2", "scale-k3", "scale-k4"]
+
+
+def test_baseline_without_k1_assumes_perfect_scaling_at_smallest_k() -> None:
+    study = scaling.build_study(pairs(make_result(2, 20.0), make_result(4, 12.5)))
+    assert study.baseline_workers == 2
+    assert [row.speedup for row in study.rows] == pytest.approx([2.0, 2 * 20.0 / 12.5])
+    assert [row.efficiency for row in study.rows] == pytest.approx([1.0, 0.8])
+
+
+@pytest.mark.parametrize(
+    ("workers_key", "expected"),
+    [
+        ("count", 3),  # the result's own integer count wins
+        (["a", "b", "c", "d", "e"], 5),  # a list of worker ids counts its entries
+        ({"a": 1, "b": 2}, 2),  # so does a mapping
+        (None, 3),  # fallback: distinct worker ids in per_job
+        (0, 3),  # unusable count: fallback
+    ],
+)
+def test_workers_of(workers_key: Any, expected: int) -> None:
+    assert scaling.workers_of(make_result(3, 10.0, workers_key)) == expected
+
+
+def test_workers_key_wins_over_per_job() -> None:
+    result = make_result(3, 10.0)
+    result["workers"] = 8  # e.g. 8 instances running, only 3 of them got jobs
+    assert scaling.workers_of(result) == 8
+
+
+def test_count_mismatch_is_a_correctness_failure() -> None:
+    bad = make_result(2, 20.5)
+    bad["per_job"][5]["inside"] += 1
+    bad["inside"] += 1
+    with pytest.raises(scaling.CountMismatchError, match="inside counts differ"):
+        scaling.build_study(pairs(make_result(1, 40.0), bad))
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ({"darts": DARTS * 2}, "total darts differ"),
+        ({"seed": 7}, "seeds differ"),
+        ({"workers": 1}, "two results for 1 workers"),
+        ({"seconds": 0}, "must be positive"),
+        ({"seconds": "fast"}, "not a number"),
+    ],
+)
+def test_not_one_study_is_bad_input(change: dict[str, Any], message: str) -> None:
+    other = make_result(2, 20.5)
+    other.update(change)
+    with pytest.raises(scaling.ScalingError, match=message):
+        scaling.build_study(pairs(make_result(1, 40.0), other))
+
+
+def test_markdown_table_rows() -> None:
+    study = scaling.build_study(pairs(*(make_result(k, t) for k, t in TIMES.items())))
+    table = scaling.markdown_table(study).splitlines()
+    assert table[0] == "| workers | seconds | darts/s | speed-up | efficiency |"
+    assert table[1].startswith("|--")
+    assert table[2:] == [
+        "| 1 | 40.000 | 3.00 M | 1.00 | 100 % |",
+        "| 2 | 20.500 | 5.85 M | 1.95 | 98 % |",
+        "| 3 | 14.200 | 8.45 M | 2.82 | 94 % |",
+        "| 4 | 11.000 | 10.9 M | 3.64 | 91 % |",
+    ]
+
+
+# ------------------------------------------------------------------------------------------ CLI
+
+
+def test_cli_writes_json_markdown_and_png(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import matplotlib.image
+
+    paths = write_study(tmp_path)
+    out_dir = tmp_path / "study"
+    code = run_cli("--scaling", *map(str, paths), "--out-dir", str(out_dir), "--name", "pi-scale")
+    assert code == 0
+    expected = [out_dir / "pi-scale.json", out_dir / "pi-scale.md", out_dir / "pi-scale.png"]
+    assert capsys.readouterr().out.splitlines() == list(map(str, expected))
+
+    document = json.loads(expected[0].read_text(encoding="utf-8"))
+    assert document["counts_equal"] is True
+    assert [row["workers"] for row in document["rows"]] == [1, 2, 3, 4]
+    assert document["rows"][2]["speedup"] == pytest.approx(40.0 / 14.2)
+    assert document["rows"][2]["efficiency"] == pytest.approx(40.0 / 14.2 / 3)
+
+    markdown = expected[1].read_text(encoding="utf-8")
+    assert "| workers | seconds | darts/s | speed-up | efficiency |" in markdown
+    assert "| 4 | 11.000 | 10.9 M | 3.64 | 91 % |" in markdown
+
+    data = expected[2].read_bytes()
+    assert data[:8] == PNG_MAGIC and len(data) > 5_000
+    image = matplotlib.image.imread(expected[2])
+    assert image.ndim == 3 and image.shape[2] in (3, 4) and image.shape[0] > 300
+
+
+def test_cli_default_name_and_directory(tmp_path: Path) -> None:
+    assert run_cli("--scaling", *map(str, write_study(tmp_path, {1: 3.0, 2: 1.6}))) == 0
+    assert {p.name for p in tmp_path.glob("scaling.*")} == {
+        "scaling.json",
+        "scaling.md",
+        "scaling.png",
+    }
+
+
+def test_cli_count_mismatch_exits_1(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    paths = write_study(tmp_path, {1: 4.0, 2: 2.1})
+    bad = json.loads(paths[1].read_text(encoding="utf-8"))
+    bad["inside"] -= 3
+    paths[1].write_text(json.dumps(bad), encoding="utf-8")
+    assert run_cli("--scaling", *map(str, paths), "--out-dir", str(tmp_path / "out")) == 1
+    captured = capsys.readouterr()
+    assert captured.out == ""
+    assert len(captured.err.splitlines()) == 1
+    assert "correctness failure" in captured.err and "inside counts differ" in captured.err
+    assert not (tmp_path / "out").exists()
+
+
+def test_cli_bad_scaling_input_exits_2(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    paths = write_study(tmp_path, {1: 4.0})
+    broken = tmp_path / "broken.json"
+    broken.write_text(json.dumps({"darts": DARTS, "inside": 1}), encoding="utf-8")
+    assert run_cli("--scaling", str(paths[0]), str(broken)) == 2
+    err = capsys.readouterr().err.splitlines()
+    assert len(err) == 1
+    assert "missing required keys: seconds, per_job" in err[0]
