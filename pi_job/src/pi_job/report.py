@@ -180,6 +180,11 @@ def darts_per_worker(per_job: Sequence[Mapping[str, Any]]) -> dict[str, tuple[st
 # ------------------------------------------------------------------------------------- plotting
 
 
+def _plural(count: int, noun: str) -> str:
+    """Return ``"1 job"`` or ``"3 jobs"``."""
+    return f"{count} {noun}" if count == 1 else f"{count} {noun}s"
+
+
 def _use_agg() -> None:
     """Select the headless Agg backend; call before importing ``matplotlib.pyplot``."""
     import matplotlib
@@ -196,6 +201,23 @@ def _eng_axis(axis_owner: Axes, axis: str = "y") -> None:
         axis_owner.yaxis.set_major_formatter(formatter)
     else:
         axis_owner.xaxis.set_major_formatter(formatter)
+
+
+def _category_ticks(axes: Axes, names: Sequence[str], crowded: int) -> None:
+    """Label bars ``0..len(names)-1`` with ``names``, slanted and smaller when there are many."""
+    if len(names) > 64:  # unreadable anyway: count them instead
+        axes.set_xticks([])
+        axes.set_xlabel(f"{axes.get_xlabel()} ({len(names)}, left to right)")
+        return
+    slanted = len(names) > crowded or max(map(len, names), default=0) * len(names) > 60
+    axes.set_xticks(
+        range(len(names)),
+        list(names),
+        rotation=35 if slanted else 0,
+        ha="right" if slanted else "center",
+        rotation_mode="anchor",
+        fontsize=10 if len(names) <= 8 else 8 if len(names) <= 24 else 6,
+    )
 
 
 def plot_convergence(result: Mapping[str, Any], path: Path) -> Path:
@@ -262,8 +284,9 @@ def plot_convergence(result: Mapping[str, Any], path: Path) -> Path:
     bottom.grid(True, which="both", alpha=0.3)
 
     final = estimates[-1]
+    jobs = _plural(len(result["per_job"]), "job")
     fig.suptitle(
-        f"Run {result['run_id']}: {int(result['darts']):,} darts in {len(result['per_job'])} jobs"
+        f"Run {result['run_id']}: {int(result['darts']):,} darts in {jobs}"
         f" — final estimate π ≈ {final:.6f} ± {band_half_width(darts[-1]):.6f} (95 %)",
         fontsize=12,
     )
@@ -273,6 +296,23 @@ def plot_convergence(result: Mapping[str, Any], path: Path) -> Path:
     return path
 
 
+def _bar_panel(
+    axes: Axes, names: Sequence[str], darts: Sequence[int], colours: Sequence[str], what: str
+) -> None:
+    """Draw one bar per name (darts thrown), labelled with its share of the panel's total."""
+    total = sum(darts) or 1
+    bars = axes.bar(range(len(names)), darts, color=list(colours))
+    if len(names) <= 16:
+        axes.bar_label(
+            bars,
+            labels=[f"{value / total:.0%}" for value in darts],
+            fontsize=10 if len(names) <= 6 else 8,
+        )
+    axes.set_xlabel(what)
+    axes.set_ylabel("darts thrown")
+    _category_ticks(axes, names, crowded=6)
+
+
 def plot_hosts(result: Mapping[str, Any], path: Path) -> Path:
     """Write the work-distribution plot (darts per host and per worker) to ``path``."""
     _use_agg()
@@ -280,44 +320,26 @@ def plot_hosts(result: Mapping[str, Any], path: Path) -> Path:
 
     per_host = {str(host): int(darts) for host, darts in sorted(result["per_host"].items())}
     workers = darts_per_worker(result["per_job"])
-    total = sum(per_host.values()) or 1
     colours = {host: f"C{index % 10}" for index, host in enumerate(per_host)}
 
     fig, (left, right) = plt.subplots(
         1, 2, figsize=(11, 5), width_ratios=(1, 2), layout="constrained"
     )
-    bars = left.bar(
-        list(per_host), list(per_host.values()), color=[colours[host] for host in per_host]
-    )
-    left.bar_label(bars, labels=[f"{darts / total:.0%}" for darts in per_host.values()])
-    left.set_title("per host")
-    left.set_xlabel("host")
-    left.set_ylabel("darts thrown")
-
+    hosts = list(per_host)
+    _bar_panel(left, hosts, list(per_host.values()), [colours[host] for host in hosts], "host")
+    left.set_title("per host (share of all darts)")
     names = list(workers)
-    bars = right.bar(
-        range(len(names)),
-        [darts for _, darts in workers.values()],
-        color=[colours.get(host, "grey") for host, _ in workers.values()],
-    )
-    right.set_xticks(
-        range(len(names)),
-        names,
-        rotation=35 if len(names) > 4 else 0,
-        ha="right" if len(names) > 4 else "center",
-        fontsize=9 if len(names) <= 24 else 6,
-    )
+    worker_colours = [colours.get(host, "grey") for host, _ in workers.values()]
+    _bar_panel(right, names, [darts for _, darts in workers.values()], worker_colours, "worker")
     right.set_title("per worker (colour = host)")
-    right.set_xlabel("worker")
-    right.set_ylabel("darts thrown")
     for axes in (left, right):
         _eng_axis(axes)
         axes.grid(True, axis="y", alpha=0.3)
         axes.margins(y=0.12)
 
     fig.suptitle(
-        f"Run {result['run_id']}: {int(result['darts']):,} darts over {len(per_host)} hosts, "
-        f"{len(names)} workers",
+        f"Run {result['run_id']}: {int(result['darts']):,} darts over "
+        f"{_plural(len(per_host), 'host')}, {_plural(len(names), 'worker')}",
         fontsize=12,
     )
     path.parent.mkdir(parents=True, exist_ok=True)
