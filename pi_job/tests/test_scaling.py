@@ -30,7 +30,7 @@ def job_counts(seed: int = 99) -> list[tuple[int, int]]:
 def make_result(k: int, seconds: float, workers_key: Any = "count") -> dict[str, Any]:
     """Return a master result of the study run with ``k`` worker instances on two hosts."""
     workers = [f"node{1 + i % 2}:pi-worker@{1 + i // 2}" for i in range(k)]
-    per_job = [
+    per_job: list[dict[str, Any]] = [
         {
             "job": job,
             "darts": darts,
