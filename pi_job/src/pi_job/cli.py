@@ -1,0 +1,79 @@
+"""The ``pi-job`` console script: one argparse parser with a table of subcommands.
+
+Every bad command-line value ends with exactly one line on stderr and exit code 2, before any
+connection is made (see :class:`OneLineParser`).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Callable
+from typing import NamedTuple, NoReturn
+
+from pi_job import __version__, bench, logging_setup, master, report, status, worker
+from pi_job.argtypes import UsageError
+
+
+class Subcommand(NamedTuple):
+    """One ``pi-job`` subcommand: its name, help, option setup and implementation."""
+
+    name: str
+    help: str
+    configure: Callable[[argparse.ArgumentParser], None]
+    run: Callable[[argparse.Namespace], int]
+
+
+SUBCOMMANDS: tuple[Subcommand, ...] = (
+    Subcommand("worker", "serve jobs from beanstalkd", worker.configure_parser, worker.command),
+    Subcommand(
+        "run", "estimate pi: plan, push, collect, report", master.configure_parser, master.command
+    ),
+    Subcommand(
+        "status",
+        "show tubes, workers, runs and buried jobs",
+        status.configure_parser,
+        status.command,
+    ),
+    Subcommand("bench", "measure the dart kernels", bench.configure_parser, bench.command),
+    Subcommand("report", "plot result files", report.configure_parser, report.command),
+)
+
+
+class OneLineParser(argparse.ArgumentParser):
+    """An ArgumentParser whose errors are one line (``PROG: error: MESSAGE``), exit code 2."""
+
+    def error(self, message: str) -> NoReturn:
+        """Print the error on one line without the usage block, exit 2."""
+        self.exit(2, f"{self.prog}: error: {' '.join(message.split())}\n")
+
+
+def build_parser() -> OneLineParser:
+    """Build the full ``pi-job`` parser."""
+    parser = OneLineParser(
+        prog="pi-job", description="Monte-Carlo pi over a beanstalkd work queue."
+    )
+    parser.add_argument("--version", action="version", version=f"pi-job {__version__}")
+    subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    for sub in SUBCOMMANDS:
+        child = subparsers.add_parser(sub.name, help=sub.help, description=sub.help)
+        sub.configure(child)
+        child.set_defaults(handler=sub.run, subparser=child)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Parse ``argv`` (default ``sys.argv[1:]``), run the subcommand, return its exit code."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging_setup.configure()
+    handler: Callable[[argparse.Namespace], int] = args.handler
+    try:
+        return handler(args)
+    except UsageError as exc:
+        subparser: OneLineParser = args.subparser
+        subparser.error(str(exc))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

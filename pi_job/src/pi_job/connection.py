@@ -1,0 +1,179 @@
+"""Connecting to beanstalkd: address parsing, socket timeouts and capped exponential backoff.
+
+greenstalk has neither reconnection nor socket timeouts. :func:`connect` opens the TCP socket
+itself (with a connect timeout and an I/O timeout, so a silent peer cannot hang us forever) and
+hands it to greenstalk. :class:`Backoff` paces reconnection attempts, and :class:`Connector`
+combines both into "give me a live client, waiting as long as it takes or until a deadline".
+Connection loss shows up as :class:`OSError` (``ConnectionError``, ``BrokenPipeError``,
+``ConnectionResetError``, ``TimeoutError``): see :data:`CONNECTION_ERRORS`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import random
+import re
+import socket
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from typing import Final
+
+import greenstalk
+
+from pi_job.protocol import InvalidValueError
+
+CONNECTION_ERRORS: Final = (OSError, greenstalk.UnknownResponseError)
+"""Exceptions meaning "the connection is unusable": drop the client and reconnect."""
+
+_SERVER_RE: Final = re.compile(
+    r"(?:\[(?P<v6>[0-9A-Fa-f:.]+)\]|(?P<host>[A-Za-z0-9_.-]+)):(?P<port>[0-9]{1,5})"
+)
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class ServerAddress:
+    """A beanstalkd TCP address."""
+
+    host: str
+    port: int
+
+    def __str__(self) -> str:
+        return f"[{self.host}]:{self.port}" if ":" in self.host else f"{self.host}:{self.port}"
+
+
+def parse_server(text: str) -> ServerAddress:
+    """Parse ``HOST:PORT`` or ``[IPv6]:PORT`` (port 1..65535); raise :class:`InvalidValueError`."""
+    match = _SERVER_RE.fullmatch(text.strip())
+    if not match:
+        raise InvalidValueError(f"expected HOST:PORT, got {text!r}")
+    port = int(match["port"])
+    if not 1 <= port <= 65535:
+        raise InvalidValueError(f"port {port} out of range 1..65535")
+    return ServerAddress(match["v6"] or match["host"], port)
+
+
+def connect(
+    address: ServerAddress,
+    *,
+    use: str = greenstalk.DEFAULT_TUBE,
+    watch: str | Iterable[str] = greenstalk.DEFAULT_TUBE,
+    connect_timeout: float = 5.0,
+    io_timeout: float = 60.0,
+) -> greenstalk.Client[bytes]:
+    """Open one connection to beanstalkd with bytes bodies; raise :class:`OSError` on failure.
+
+    ``io_timeout`` bounds every later socket operation, so it must exceed the longest
+    ``reserve`` timeout used on the client.
+    """
+    sock = socket.create_connection((address.host, address.port), timeout=connect_timeout)
+    try:
+        sock.settimeout(io_timeout)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
+        return greenstalk.Client(sock, encoding=None, use=use, watch=watch)
+    except BaseException:
+        sock.close()
+        raise
+
+
+def close_quietly(client: greenstalk.Client[bytes] | None) -> None:
+    """Close a client, ignoring errors of an already broken connection."""
+    if client is None:
+        return
+    with contextlib.suppress(OSError):
+        client.close()
+
+
+class Backoff:
+    """Capped exponential backoff with jitter: ``initial``, ``initial*factor``, ..., ``cap``."""
+
+    def __init__(self, initial: float = 0.1, factor: float = 2.0, cap: float = 5.0) -> None:
+        """Create a backoff starting at ``initial`` seconds, growing by ``factor`` up to ``cap``."""
+        self.initial = initial
+        self.factor = factor
+        self.cap = cap
+        self._next = initial
+
+    def reset(self) -> None:
+        """Start again from the initial delay (after a success)."""
+        self._next = self.initial
+
+    def next_delay(self) -> float:
+        """Return the delay to wait now and grow the next one."""
+        delay = self._next
+        self._next = min(self.cap, self._next * self.factor)
+        return delay * random.uniform(0.8, 1.0)
+
+
+class ConnectTimeoutError(OSError):
+    """No connection could be made before the deadline; wraps the last error."""
+
+
+class Connector:
+    """Makes connections to one server, retrying with backoff and logging state changes only."""
+
+    def __init__(
+        self,
+        address: ServerAddress,
+        *,
+        backoff: Backoff | None = None,
+        sleep: Callable[[float], None] = time.sleep,
+        on_wait: Callable[[str], None] | None = None,
+    ) -> None:
+        """Prepare to connect to ``address``; ``on_wait`` is told about each waiting period."""
+        self.address = address
+        self.backoff = backoff or Backoff()
+        self._sleep = sleep
+        self._on_wait = on_wait
+        self._failing = False
+
+    def retry(
+        self,
+        attempt: Callable[[], greenstalk.Client[bytes]],
+        *,
+        deadline: float | None = None,
+        should_stop: Callable[[], bool] = lambda: False,
+    ) -> greenstalk.Client[bytes] | None:
+        """Call ``attempt`` until it succeeds; return ``None`` if ``should_stop()`` turns true.
+
+        Raises :class:`ConnectTimeoutError` when ``deadline`` (a ``time.monotonic()`` value) passes.
+        Logs one line when the server becomes unreachable and one when it is back.
+        """
+        while not should_stop():
+            try:
+                client = attempt()
+            except CONNECTION_ERRORS as exc:
+                reason = _describe(exc)
+                if not self._failing:
+                    log.warning("cannot reach beanstalkd at %s: %s; retrying", self.address, reason)
+                    self._failing = True
+                delay = self.backoff.next_delay()
+                if deadline is not None:
+                    remaining = deadline - time.monotonic()
+                    if remaining <= 0:
+                        raise ConnectTimeoutError(f"{self.address}: {reason}") from exc
+                    delay = min(delay, remaining)
+                if self._on_wait is not None:
+                    self._on_wait(f"connecting to {self.address}")
+                self._sleep(delay)
+                continue
+            if self._failing:
+                log.info("connected to beanstalkd at %s", self.address)
+            self._failing = False
+            self.backoff.reset()
+            return client
+        return None
+
+    def lost(self, exc: BaseException) -> None:
+        """Record that an established connection broke (logs one line)."""
+        if not self._failing:
+            log.warning("lost connection to beanstalkd at %s: %s", self.address, _describe(exc))
+            self._failing = True
+
+
+def _describe(exc: BaseException) -> str:
+    text = str(exc) or type(exc).__name__
+    return text if isinstance(exc, OSError) and exc.strerror else f"{type(exc).__name__}: {text}"

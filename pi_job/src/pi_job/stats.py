@@ -1,0 +1,44 @@
+"""The pi estimate and its uncertainty (pure math, no I/O).
+
+Each dart lands inside the quarter circle with probability p = pi/4, so with K of N inside the
+estimate is 4*K/N, with standard error 4*sqrt(p*(1-p)/N) (binomial, p estimated by K/N).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Final
+
+Z95: Final = 1.959963984540054
+"""Two-sided 95 % quantile of the standard normal distribution."""
+
+
+@dataclass(frozen=True, slots=True)
+class Estimate:
+    """pi estimated from ``inside`` of ``darts`` darts."""
+
+    darts: int
+    inside: int
+    pi: float
+    abs_error: float
+    std_error: float
+    ci95: tuple[float, float]
+
+
+def estimate(inside: int, darts: int) -> Estimate:
+    """Return the estimate of pi from ``inside`` hits out of ``darts`` (``darts`` > 0)."""
+    if darts <= 0 or not 0 <= inside <= darts:
+        raise ValueError(f"need 0 <= inside <= darts and darts > 0, got {inside}/{darts}")
+    p = inside / darts
+    pi = 4.0 * p
+    std_error = 4.0 * math.sqrt(p * (1.0 - p) / darts)
+    half = Z95 * std_error
+    return Estimate(
+        darts=darts,
+        inside=inside,
+        pi=pi,
+        abs_error=abs(pi - math.pi),
+        std_error=std_error,
+        ci95=(pi - half, pi + half),
+    )
