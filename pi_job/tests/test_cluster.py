@@ -1,0 +1,256 @@
+"""End-to-end tests: real beanstalkd, real worker and master processes, real failures."""
+
+from __future__ import annotations
+
+import json
+import math
+import signal
+import time
+
+import greenstalk
+from conftest import BACKEND, Beanstalkd, Cluster, expected_inside, wait_for
+
+from pi_job import kernel
+from pi_job.protocol import Result, decode_job, results_tube
+
+REPORT_KEYS = {
+    "run_id", "seed", "darts", "inside", "pi", "abs_error", "std_error", "ci95", "jobs",
+    "duplicates", "redeliveries", "seconds", "darts_per_second", "per_host", "per_job",
+    "job_darts", "workers", "started", "finished", "version",
+}  # fmt: skip
+
+
+def check_report(report: dict, seed: int, darts: int) -> None:
+    """Right keys, exact darts, exact count, pi within 5 standard errors."""
+    assert set(report) == REPORT_KEYS
+    assert report["darts"] == darts
+    assert sum(job["darts"] for job in report["per_job"]) == darts
+    assert [job["job"] for job in report["per_job"]] == list(range(report["jobs"]))
+    assert sum(report["per_host"].values()) == darts
+    assert report["inside"] == expected_inside(seed, darts, report["jobs"])
+    assert abs(report["pi"] - math.pi) < 5 * report["std_error"]
+    assert report["ci95"][0] < report["pi"] < report["ci95"][1]
+
+
+def test_two_workers_run(cluster: Cluster, tmp_path) -> None:
+    cluster.worker()
+    cluster.worker()
+    output = tmp_path / "out.json"
+    proc = cluster.run_master("--darts", "2e8", "--seed", "11", "--output", str(output))
+    assert proc.returncode == 0, proc.stderr
+    report = json.loads(proc.stdout)
+    check_report(report, 11, 200_000_000)
+    assert json.loads(output.read_text()) == report
+    assert report["jobs"] >= 8  # at least 4 jobs per connected worker
+    assert report["workers"] == 2
+    assert report["duplicates"] == 0
+    # the finished run resumed prints the same report again without pushing anything
+    again = cluster.run_master("--resume", report["run_id"])
+    assert again.returncode == 0, again.stderr
+    assert json.loads(again.stdout) == report
+    assert cluster.server.tube("pi.jobs")["total-jobs"] == report["jobs"]
+
+
+def test_worker_killed_mid_job(cluster: Cluster) -> None:
+    victim = cluster.worker(backend="numpy")
+    cluster.worker(backend="numpy")
+    master = cluster.master("--darts", "1.2e9", "--job-darts", "6e7", "--seed", "5", "--ttr", "30")
+    # kill -9 while it holds a job (both workers are busy all the time)
+    wait_for(lambda: cluster.server.tube("pi.jobs").get("current-jobs-reserved", 0) == 2)
+    time.sleep(0.2)
+    victim.send_signal(signal.SIGKILL)
+    code, out = cluster.finish(master, timeout=90)
+    assert code == 0, cluster.log_of(master)
+    report = json.loads(out)
+    check_report(report, 5, 1_200_000_000)
+    assert report["redeliveries"] >= 1  # the killed worker's job went to the other one
+    assert report["seconds"] < 30  # no TTR wait: the dead connection released the job
+
+
+def test_server_kill9_and_restart(cluster: Cluster, beanstalkd: Beanstalkd) -> None:
+    cluster.worker(backend="numpy")
+    cluster.worker(backend="numpy")
+    master = cluster.master(
+        "--darts", "1.2e9", "--job-darts", "5e7", "--seed", "7", "--ttr", "30",
+        "--stall-timeout", "60",
+    )  # fmt: skip
+    wait_for(lambda: cluster.server.tube(results_tube_of(cluster)).get("total-jobs", 0) >= 3)
+    beanstalkd.kill9()
+    time.sleep(0.5)
+    beanstalkd.start()
+    code, out = cluster.finish(master, timeout=120)
+    assert code == 0, cluster.log_of(master)
+    report = json.loads(out)
+    check_report(report, 7, 1_200_000_000)
+    assert "lost connection" in cluster.log_of(master)
+    for proc in cluster.procs[:2]:
+        assert proc.poll() is None  # workers survived and reconnected
+        assert "lost connection" in cluster.log_of(proc)
+
+
+def results_tube_of(cluster: Cluster) -> str:
+    """The results tube of the only journaled run."""
+    journals = wait_for(lambda: list(cluster.state_dir.glob("*.jsonl")))
+    return results_tube(journals[0].stem)
+
+
+def test_master_killed_then_resumed(cluster: Cluster) -> None:
+    cluster.worker(backend="numpy")
+    master = cluster.master(
+        "--darts", "1e9", "--job-darts", "5e7", "--seed", "3", "--run-id", "killed-master"
+    )
+
+    def collected() -> int:
+        if not (cluster.state_dir / "killed-master.jsonl").exists():
+            return 0
+        return sum(1 for rec in cluster.journal("killed-master") if rec["type"] == "result")
+
+    wait_for(lambda: collected() >= 2)
+    master.send_signal(signal.SIGKILL)
+    master.wait(10)
+    pushed = [rec for rec in cluster.journal("killed-master") if rec["type"] == "pushed"]
+    assert len(pushed) == 20
+    proc = cluster.run_master("--resume", "killed-master")
+    assert proc.returncode == 0, proc.stderr
+    report = json.loads(proc.stdout)
+    check_report(report, 3, 1_000_000_000)
+    assert cluster.server.tube("pi.jobs")["total-jobs"] == report["jobs"] == 20
+    pushed = [rec for rec in cluster.journal("killed-master") if rec["type"] == "pushed"]
+    assert len(pushed) == 20  # nothing re-pushed
+
+
+def test_redelivered_job_counted_once(cluster: Cluster, beanstalkd: Beanstalkd) -> None:
+    master = cluster.master(
+        "--darts", "8e8", "--job-darts", "1e8", "--seed", "9", "--ttr", "2", "--run-id", "dup"
+    )
+    wait_for(lambda: beanstalkd.tube("pi.jobs").get("current-jobs-ready", 0) == 8)
+    slow = beanstalkd.client(watch="pi.jobs", use=results_tube("dup"))
+    job_a = slow.reserve(timeout=5)  # the slow first worker of job A
+    job_b = slow.reserve(timeout=5)  # held (touched) so that the run cannot finish early
+    spec = decode_job(job_a.body)
+    inside = kernel.count_inside(kernel.job_seed(spec.seed, spec.job), spec.darts, backend=BACKEND)
+    cluster.worker()
+
+    def job_a_answered() -> bool:
+        slow.touch(job_b)
+        try:
+            slow.stats_job(job_a.id)
+        except greenstalk.NotFoundError:
+            return True  # re-delivered, computed, answered and deleted by the real worker
+        return False
+
+    wait_for(job_a_answered, timeout=30, interval=0.2)
+    late = Result(
+        spec.run, spec.job, spec.darts, inside, "slowhost", "slow-worker", 9.0, 1, BACKEND
+    )
+    slow.put(late.encode())
+    slow.release(job_b)
+    slow.close()
+    code, out = cluster.finish(master, timeout=60)
+    assert code == 0, cluster.log_of(master)
+    report = json.loads(out)
+    check_report(report, 9, 800_000_000)
+    assert report["duplicates"] == 1
+    assert report["redeliveries"] >= 2  # job A after its TTR, job B after its release
+
+
+MALFORMED = [
+    b"not json at all",
+    b'{"v":1,"run":"r1","job":"0","seed":1,"darts":10}',
+    b'{"v":1,"run":"r1","job":0,"seed":1,"darts":true}',
+    b'{"v":1,"run":"r1","job":0,"seed":1,"darts":-5}',
+    b'{"v":1,"run":"r1","job":0,"seed":1,"darts":10000000000000}',
+    b'{"v":1,"run":"r1","job":0,"seed":1,"darts":1000000.0}',
+    b'{"v":2,"run":"r1","job":0,"seed":1,"darts":10}',
+    b'{"v":1,"run":"r1","job":0,"seed":1,"darts":10,"extra":1}',
+    b'{"v":1,"run":"r1","job":0,"seed":1,"darts":10,"darts":11}',
+    b'{"v":1,"run":"bad run","job":0,"seed":1,"darts":10}',
+    b"\xff\xfe\x00\x01binary garbage\x80",
+    b'{"v":1,"pad":"' + b"x" * 6000 + b'"}',
+    b"[" * 1500 + b"]" * 1500,
+    b"[1,2,3]",
+]
+
+
+def test_malformed_jobs_buried_with_reasons(cluster: Cluster, beanstalkd: Beanstalkd) -> None:
+    worker = cluster.worker()
+    ids = []
+    with beanstalkd.client(use="pi.jobs") as client:
+        for body in MALFORMED:
+            ids.append(client.put(body, ttr=10))
+    wait_for(lambda: beanstalkd.tube("pi.jobs").get("current-jobs-buried", 0) == len(MALFORMED))
+    wait_for(lambda: beanstalkd.tube("pi.buried").get("current-jobs-ready", 0) == len(MALFORMED))
+    proc = cluster.run("status", "--server", beanstalkd.address, "--json")
+    assert proc.returncode == 0, proc.stderr
+    status = json.loads(proc.stdout)
+    reasons = {rec["job_id"]: rec["reason"] for rec in status["buried"]}
+    assert sorted(reasons) == ids
+    assert all(reason for reason in reasons.values())
+    assert "bool" in reasons[ids[2]] and "version" in reasons[ids[6]]
+    assert "unknown keys" in reasons[ids[7]] and "UTF-8" in reasons[ids[10]]
+    assert "exceeds" in reasons[ids[11]] and "deep" in reasons[ids[12]]
+    assert status["tubes"]["pi.jobs"]["buried"] == len(MALFORMED)
+    # the records were released again: a second status sees them too
+    again = json.loads(cluster.run("status", "--server", beanstalkd.address, "--json").stdout)
+    assert len(again["buried"]) == len(MALFORMED)
+    text = cluster.run("status", "--server", beanstalkd.address)
+    assert "not UTF-8" in text.stdout
+    # the worker is still serving
+    assert worker.poll() is None
+    proc = cluster.run_master("--darts", "1e7", "--seed", "1")
+    assert proc.returncode == 0, proc.stderr
+    check_report(json.loads(proc.stdout), 1, 10_000_000)
+
+
+def test_two_concurrent_runs(cluster: Cluster) -> None:
+    cluster.worker()
+    cluster.worker()
+    first = cluster.master("--darts", "3e8", "--job-darts", "2e7", "--seed", "21")
+    second = cluster.master("--darts", "2e8", "--job-darts", "2e7", "--seed", "22")
+    code1, out1 = cluster.finish(first)
+    code2, out2 = cluster.finish(second)
+    assert code1 == 0 and code2 == 0
+    check_report(json.loads(out1), 21, 300_000_000)
+    check_report(json.loads(out2), 22, 200_000_000)
+
+
+def test_worker_sigterm_releases_job(cluster: Cluster, beanstalkd: Beanstalkd) -> None:
+    slow = cluster.worker("--chunk-darts", "1e6", backend="numpy")
+    master = cluster.master("--darts", "3e9", "--job-darts", "3e9", "--ttr", "300", "--seed", "4")
+    wait_for(lambda: beanstalkd.tube("pi.jobs").get("current-jobs-reserved", 0) == 1)
+    slow.send_signal(signal.SIGTERM)
+    assert slow.wait(10) == 0
+    assert "released job" in cluster.log_of(slow)
+    stats = beanstalkd.tube("pi.jobs")
+    assert stats["current-jobs-ready"] == 1 and stats["current-jobs-reserved"] == 0
+    cluster.worker()
+    code, out = cluster.finish(master, timeout=60)
+    assert code == 0
+    report = json.loads(out)
+    assert report["inside"] == expected_inside(4, 3_000_000_000, 1)
+    assert report["redeliveries"] == 1 and report["seconds"] < 60  # far below the TTR
+
+
+def test_stall_timeout_then_resume(cluster: Cluster) -> None:
+    proc = cluster.run_master(
+        "--darts", "1e7", "--seed", "8", "--run-id", "stalled", "--stall-timeout", "2"
+    )
+    assert proc.returncode == 1
+    assert "no worker has taken a job for 2 s" in proc.stderr
+    assert "--resume stalled" in proc.stderr
+    cluster.worker()
+    proc = cluster.run_master("--resume", "stalled")
+    assert proc.returncode == 0, proc.stderr
+    report = json.loads(proc.stdout)
+    check_report(report, 8, 10_000_000)
+    assert cluster.server.tube("pi.jobs")["total-jobs"] == report["jobs"]
+
+
+def test_status_text_and_json(cluster: Cluster, beanstalkd: Beanstalkd) -> None:
+    cluster.worker()
+    proc = cluster.run("status", "--server", beanstalkd.address, "--json")
+    assert proc.returncode == 0
+    status = json.loads(proc.stdout)
+    assert status["workers"] == 1 and status["runs"] == [] and status["buried"] == []
+    text = cluster.run("status", "--server", beanstalkd.address).stdout
+    assert "connected workers: 1" in text
