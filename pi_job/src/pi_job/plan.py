@@ -81,13 +81,12 @@ def job_count(darts: int, job_darts: int | None, workers: int) -> int:
     :data:`DEFAULT_JOB_DARTS` (about a second of work), and at least :data:`JOBS_PER_WORKER`
     per connected worker (``workers`` >= 1), never more jobs than darts.
     """
-    if job_darts is not None:
-        jobs = -(-darts // job_darts)
-    else:
-        jobs = max(-(-darts // DEFAULT_JOB_DARTS), JOBS_PER_WORKER * max(1, workers))
-    jobs = min(jobs, darts)
+    size = DEFAULT_JOB_DARTS if job_darts is None else job_darts
+    jobs = -(-darts // size)
     if jobs > MAX_JOBS:
         raise InvalidValueError(
-            f"{darts} darts would need {jobs} jobs (max {MAX_JOBS}): raise --job-darts"
+            f"{darts} darts in jobs of at most {size} would need {jobs} jobs (max {MAX_JOBS} jobs)"
         )
-    return jobs
+    if job_darts is None:
+        jobs = max(jobs, min(MAX_JOBS, JOBS_PER_WORKER * max(1, workers)))
+    return min(jobs, darts)
