@@ -1,0 +1,76 @@
+"""Wait for an async job (async_status in a loop) and print its log's new lines meanwhile.
+
+Every `interval` seconds: one async_status call and one `tail` of `log` on the node, each over
+a fresh connection use, so an hour-long run never depends on one SSH session.
+"""
+
+from __future__ import annotations
+
+import shlex
+import time
+
+from ansible.errors import AnsibleActionFail
+from ansible.plugins.action import ActionBase
+from ansible.utils.display import Display
+
+display = Display()
+
+
+class ActionModule(ActionBase):
+    """pi_run_wait: jid=..., log=..., interval=10, timeout=86400, lines=3."""
+
+    _VALID_ARGS = frozenset(("jid", "log", "interval", "timeout", "lines"))
+    _requires_connection = True
+
+    def run(self, tmp=None, task_vars=None):
+        result = super().run(tmp, task_vars)
+        _, args = self.validate_argument_spec(
+            argument_spec={
+                "jid": {"type": "str", "required": True},
+                "log": {"type": "str", "required": True},
+                "interval": {"type": "float", "default": 10.0},
+                "timeout": {"type": "float", "default": 86400.0},
+                "lines": {"type": "int", "default": 3},
+            }
+        )
+        host = task_vars.get("inventory_hostname", "?") if task_vars else "?"
+        async_dir = self._remote_expand_user(
+            self.get_shell_option("async_dir", default="~/.ansible_async")
+        )
+        seen = ""
+        started = time.monotonic()
+        polls = 0
+        while True:
+            polls += 1
+            status = self._execute_module(
+                module_name="ansible.legacy.async_status",
+                module_args={"jid": args["jid"], "_async_dir": async_dir},
+                task_vars=task_vars,
+            )
+            tail = self._low_level_execute_command(
+                "tail -n %d %s 2>/dev/null" % (args["lines"], shlex.quote(args["log"]))
+            )
+            text = tail.get("stdout", "")
+            lines = [line for line in text.splitlines() if line.strip()]
+            # Print the lines that were not shown by the previous poll.
+            fresh = lines
+            if seen and seen in lines:
+                fresh = lines[lines.index(seen) + 1 :]
+            for line in fresh:
+                display.display("[%s] %s" % (host, line))
+            if lines:
+                seen = lines[-1]
+            if status.get("finished") or status.get("failed") and not status.get("started"):
+                break
+            if time.monotonic() - started > args["timeout"]:
+                raise AnsibleActionFail(
+                    "run still going after %d s (job %s keeps running; tail %s)"
+                    % (args["timeout"], args["jid"], args["log"])
+                )
+            time.sleep(args["interval"])
+        for key in ("started", "finished"):
+            status[key] = bool(status.get(key))
+        status["polls"] = polls
+        status["waited"] = round(time.monotonic() - started, 1)
+        result.update(status)
+        return result
