@@ -61,6 +61,8 @@ DEFAULT_CONNECT_TIMEOUT: Final = 10.0
 DEFAULT_PRIORITY: Final = 2**16
 POLL_SECONDS: Final = 1
 PUSH_SYNC_EVERY: Final = 1000
+WORKERS_REFRESH: Final = 2.0
+"""Seconds between queries of the connected worker count for the progress display."""
 
 log = logging.getLogger(__name__)
 
@@ -175,6 +177,7 @@ class RunMaster:
             self.plan.run_id, self.plan.jobs, self.plan.darts, interval=options.progress_interval
         )
         self._workers: int | None = None
+        self._workers_at = -WORKERS_REFRESH
 
     def resumable_hint(self) -> str:
         """How to resume this run."""
@@ -234,7 +237,7 @@ class RunMaster:
         deadline = time.monotonic() + self.options.stall_timeout
         try:
             client = self.connector.retry(
-                lambda: open_client(self.options, self.tube), deadline=deadline
+                lambda: open_client(self.options, self.tube, deadline), deadline=deadline
             )
         except ConnectTimeoutError as exc:
             raise ServerUnreachableError(
@@ -355,8 +358,12 @@ class RunMaster:
 
     def _show_progress(self, client: greenstalk.Client[bytes], *, force: bool = False) -> None:
         state = self.journal.state
-        if not self.progress.tty or force:
+        if not (force or self.progress.due()):
+            return
+        now = time.monotonic()
+        if force or now - self._workers_at >= WORKERS_REFRESH:
             self._workers = connected_workers(client)
+            self._workers_at = now
         self.progress.update(len(state.results), state.done_darts, self._workers, force=force)
 
     def _finish(self) -> None:
@@ -378,13 +385,21 @@ class RunMaster:
         )
 
 
-def open_client(options: RunOptions, tube: str) -> greenstalk.Client[bytes]:
-    """Connect for a run: put into ``pi.jobs``, reserve from the run's results tube."""
+def open_client(
+    options: RunOptions, tube: str, deadline: float | None = None
+) -> greenstalk.Client[bytes]:
+    """Connect for a run: put into ``pi.jobs``, reserve from the run's results tube.
+
+    One attempt waits at most 5 s, and never beyond ``deadline`` (a monotonic time).
+    """
+    timeout = 5.0
+    if deadline is not None:
+        timeout = max(0.05, min(timeout, deadline - time.monotonic()))
     return connect(
         options.server,
         use=JOBS_TUBE,
         watch=tube,
-        connect_timeout=min(5.0, options.connect_timeout),
+        connect_timeout=timeout,
         io_timeout=POLL_SECONDS + 30.0,
     )
 
@@ -402,7 +417,7 @@ def first_connect(options: RunOptions, tube: str) -> greenstalk.Client[bytes]:
     connector = Connector(options.server, backoff=Backoff(0.1, 2.0, 2.0))
     deadline = time.monotonic() + options.connect_timeout
     try:
-        client = connector.retry(lambda: open_client(options, tube), deadline=deadline)
+        client = connector.retry(lambda: open_client(options, tube, deadline), deadline=deadline)
     except ConnectTimeoutError as exc:
         raise ServerUnreachableError(
             f"cannot connect to beanstalkd at {options.server} "

@@ -34,6 +34,11 @@ class Progress:
         self._base_darts: int | None = None
         self._drawn = False
 
+    def due(self) -> bool:
+        """True when :meth:`update` would draw now."""
+        every = 0.1 if self.tty else self.interval
+        return time.monotonic() - self._last >= every
+
     def update(
         self, done_jobs: int, done_darts: int, workers: int | None, *, force: bool = False
     ) -> None:
