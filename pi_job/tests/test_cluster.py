@@ -277,3 +277,23 @@ def test_worker_started_before_server(cluster: Cluster, tmp_path) -> None:
         assert "connected to beanstalkd" in log
     finally:
         late.stop()
+
+
+def test_server_lost_its_jobs(cluster: Cluster, beanstalkd: Beanstalkd) -> None:
+    """Server restarted with an empty binlog: the master notices the jobs are gone, re-pushes."""
+    master = cluster.master(
+        "--darts", "1e8", "--job-darts", "1e7", "--seed", "12", "--run-id", "lost"
+    )
+    wait_for(lambda: beanstalkd.tube("pi.jobs").get("current-jobs-ready", 0) == 10)
+    beanstalkd.kill9()
+    for path in beanstalkd.binlog.iterdir():
+        path.unlink()
+    beanstalkd.start()
+    wait_for(lambda: beanstalkd.tube("pi.jobs").get("current-jobs-ready", 0) == 10, timeout=30)
+    cluster.worker()
+    code, out = cluster.finish(master, timeout=60)
+    assert code == 0, cluster.log_of(master)
+    check_report(json.loads(out), 12, 100_000_000)
+    pushed = [rec for rec in cluster.journal("lost") if rec["type"] == "pushed"]
+    assert len(pushed) == 20  # every job pushed once more, none counted twice
+    assert "pushed jobs are gone from the server" in cluster.log_of(master)
