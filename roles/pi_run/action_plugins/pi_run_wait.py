@@ -30,7 +30,7 @@ class ActionModule(ActionBase):
                 "log": {"type": "str", "required": True},
                 "interval": {"type": "float", "default": 10.0},
                 "timeout": {"type": "float", "default": 86400.0},
-                "lines": {"type": "int", "default": 3},
+                "lines": {"type": "int", "default": 5},
             }
         )
         host = task_vars.get("inventory_hostname", "?") if task_vars else "?"
@@ -52,6 +52,9 @@ class ActionModule(ActionBase):
             )
             text = tail.get("stdout", "")
             lines = [line for line in text.splitlines() if line.strip()]
+            finished = bool(status.get("finished"))
+            if finished and not status.get("failed"):
+                break  # the summary task shows the result
             # Print the lines that were not shown by the previous poll.
             fresh = lines
             if seen and seen in lines:
@@ -60,7 +63,7 @@ class ActionModule(ActionBase):
                 display.display("[%s] %s" % (host, line))
             if lines:
                 seen = lines[-1]
-            if status.get("finished") or status.get("failed") and not status.get("started"):
+            if finished:
                 break
             if time.monotonic() - started > args["timeout"]:
                 raise AnsibleActionFail(

@@ -24,15 +24,15 @@ def pi_count_error(value: object, name: str, maximum: int, minimum: int = 1) -> 
     """Return '' when value is an exact integer count in range, else a one-line reason."""
     text = _text(value).strip()
     if not _COUNT_RE.fullmatch(text):
-        return f"{name}: not a count: {text!r} (use e.g. 1000000, 1e9, 1_000_000, 2.5e9)"
+        return f'{name}: not a count: "{text}" (use e.g. 1000000, 1e9, 1_000_000, 2.5e9)'
     try:
         number = Decimal(text.replace("_", ""))
     except InvalidOperation:
-        return f"{name}: not a count: {text!r}"
+        return f'{name}: not a count: "{text}"'
     if number != number.to_integral_value():
-        return f"{name}: not a whole number: {text!r}"
+        return f'{name}: not a whole number: "{text}"'
     if not minimum <= int(number) <= maximum:
-        return f"{name}: {text!r} is out of range {minimum}..{maximum}"
+        return f'{name}: "{text}" is out of range {minimum}..{maximum}'
     return ""
 
 
@@ -45,7 +45,7 @@ def pi_int_error(value: object, name: str, minimum: int, maximum: int) -> str:
     """Return '' when value is a plain decimal integer in range, else a one-line reason."""
     text = _text(value).strip()
     if not _INT_RE.fullmatch(text):
-        return f"{name}: not an integer: {text!r}"
+        return f'{name}: not an integer: "{text}"'
     if not minimum <= int(text) <= maximum:
         return f"{name}: {int(text)} is out of range {minimum}..{maximum}"
     return ""
@@ -57,9 +57,9 @@ def pi_seconds_error(value: object, name: str, minimum: float, maximum: float) -
     try:
         number = float(text)
     except ValueError:
-        return f"{name}: not a number of seconds: {text!r}"
+        return f'{name}: not a number of seconds: "{text}"'
     if number != number or not minimum <= number <= maximum:
-        return f"{name}: {text!r} is out of range {minimum:g}..{maximum:g}"
+        return f'{name}: "{text}" is out of range {minimum:g}..{maximum:g}'
     return ""
 
 
@@ -67,7 +67,7 @@ def pi_run_id_error(value: object, name: str = "run_id") -> str:
     """Return '' when value is a valid run id, else a one-line reason."""
     text = _text(value)
     if not isinstance(value, str) or not _RUN_ID_RE.fullmatch(text):
-        return f"{name}: invalid run id {text!r} (expected {_RUN_ID_RE.pattern})"
+        return f'{name}: invalid run id "{text}" (expected {_RUN_ID_RE.pattern})'
     return ""
 
 

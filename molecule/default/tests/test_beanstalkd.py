@@ -1,0 +1,48 @@
+"""The queue server: beanstalkd with a binlog on the cluster address, firewall, sandbox."""
+
+from conftest import assert_active, cluster_address, exposure, journal, unit_props, wait_active
+
+testinfra_hosts = ["ansible://beanstalkd"]
+
+
+def test_beanstalkd_active_with_binlog(host):
+    assert_active(host, "beanstalkd.service")
+    pid = unit_props(host, "beanstalkd.service", "MainPID")["MainPID"]
+    cmdline = host.file(f"/proc/{pid}/cmdline").content_string.replace("\0", " ")
+    assert "-b /var/lib/beanstalkd" in cmdline, cmdline + journal(host, "beanstalkd.service")
+    user = host.check_output(f"ps -o user= -p {pid}").strip()
+    assert user == "beanstalkd", user
+
+
+def test_listens_on_cluster_address_only(host):
+    address = cluster_address(host)
+    assert host.socket(f"tcp://{address}:11300").is_listening, journal(host, "beanstalkd.service")
+    assert not host.socket("tcp://0.0.0.0:11300").is_listening
+
+
+def test_distribution_socket_masked(host):
+    assert host.run("systemctl is-enabled beanstalkd.socket").stdout.strip() == "masked"
+
+
+def test_firewall_table(host):
+    assert_active(host, "pi-beanstalkd-firewall.service")
+    table = host.check_output("nft list table inet pi_beanstalkd")
+    assert "tcp dport 11300" in table and "drop" in table, table
+    # Docker's DNS NAT table must still be there (we never flush the rule set).
+    assert "DOCKER_OUTPUT" in host.check_output("nft list ruleset"), "docker's nat rules were flushed"
+
+
+def test_beanstalkd_restarts_after_kill(host):
+    before = int(unit_props(host, "beanstalkd.service", "NRestarts")["NRestarts"])
+    pid = unit_props(host, "beanstalkd.service", "MainPID")["MainPID"]
+    host.run(f"kill -9 {pid}")
+    import time
+
+    time.sleep(4)
+    wait_active(host, "beanstalkd.service")
+    after = int(unit_props(host, "beanstalkd.service", "NRestarts")["NRestarts"])
+    assert after > before, journal(host, "beanstalkd.service")
+
+
+def test_beanstalkd_exposure(host):
+    assert exposure(host, "beanstalkd.service") <= 2.0
