@@ -138,7 +138,7 @@ def figures_markdown() -> str:
     return "\n".join(out)
 
 
-def pytest_terminal_summary(terminalreporter, exitstatus, config):  # noqa: ARG001
+def pytest_terminal_summary(terminalreporter, exitstatus, config):
     if not (FAULTS or FIGURES["bad_input"] or FIGURES["exposure"]):
         return
     text = figures_markdown()
@@ -357,8 +357,8 @@ def playbook(name: str, *extra: str, timeout: int = 600) -> subprocess.Completed
     """Run a repository playbook against molecule's inventory (the venv's ansible-playbook)."""
     exe = str(Path(sys.executable).parent / "ansible-playbook")
     return subprocess.run(
-        [exe, str(REPO / name), "-i", inventory_dir(), *extra],
-        cwd=REPO, env=ansible_env(), capture_output=True, text=True, timeout=timeout,
+        args=[exe, str(REPO / name), "-i", inventory_dir(), *extra],
+        check=False, cwd=REPO, env=ansible_env(), capture_output=True, text=True, timeout=timeout,
     )
 
 

@@ -134,7 +134,7 @@ def test_beanstalkd_kills(baseline):
 
 
 def docker(*args: str, timeout: int = 120) -> subprocess.CompletedProcess:
-    return subprocess.run(["docker", *args], capture_output=True, text=True, timeout=timeout)
+    return subprocess.run(check=False, args=["docker", *args], capture_output=True, text=True, timeout=timeout)
 
 
 def test_worker_node_stop_start(baseline):
@@ -193,7 +193,7 @@ def test_master_kill_then_run_pi_resumes(baseline):
             if proc.poll() is None:
                 proc.kill()
         # Second resume: runs to the end.
-        out = subprocess.run(argv, cwd=REPO, env=ansible_env(), capture_output=True, text=True, timeout=600)
+        out = subprocess.run(argv, check=False, cwd=REPO, env=ansible_env(), capture_output=True, text=True, timeout=600)
         files = list(Path(results).glob("*.json"))
         result = json.loads(files[0].read_text()) if out.returncode == 0 and files else None
     record_run("kill -9 master, resume via run_pi.yml", injected, result, baseline)
@@ -229,10 +229,10 @@ def test_all_but_one_worker_dead(baseline):
         check_result(master, result, baseline)
         # The survivor did the rest of the run (results journaled well after the kills).
         host, unit = survivor
-        survivor_id = f"{host.backend.get_hostname()}:{unit_props(host, unit, 'MainPID')['MainPID']}"
+        name = host.backend.get_hostname()
         records = [json.loads(line) for line in node(SERVER).check_output(f"cat {master.journal}").splitlines()]
         late = [r["worker"] for r in records if r.get("type") == "result"][done_at_kill + 8 :]
-        assert late and set(late) == {survivor_id}, (survivor_id, sorted(set(late)))
+        assert late and len(set(late)) == 1 and name in late[0], (survivor, sorted(set(late)))
         assert host.run(f"systemctl is-active {unit}").stdout.strip() == "active", journal(host, unit)
         print(f"\n{injected} workers stopped after {done_at_kill} results; survivor {survivor[1]} on"
               f" {survivor[0].backend.get_hostname()} finished; result {result['inside']} == {baseline}")
