@@ -241,16 +241,19 @@ def server_addr() -> str:
     return f"{cluster_address(node(SERVER))}:{PORT}"
 
 
-def tube_total(tube: str = "pi.jobs") -> int:
-    """total-jobs of a tube (0 when it does not exist)."""
+def tube_total(tube: str = "pi.jobs", what: str = "total") -> int:
+    """total-jobs (or, with what="current", the jobs held now) of a tube (0 if absent)."""
     out = server_py(
         "import sys,greenstalk\n"
         "h,p=sys.argv[1].rsplit(':',1)\n"
         "c=greenstalk.Client((h,int(p)),encoding=None)\n"
-        "try:\n print(c.stats_tube(sys.argv[2])['total-jobs'])\n"
+        "try:\n s=c.stats_tube(sys.argv[2])\n"
+        " print(s['total-jobs'] if sys.argv[3]=='total' else sum(s['current-jobs-'+k] for k in"
+        " ('ready','reserved','delayed','buried')))\n"
         "except greenstalk.NotFoundError:\n print(0)\n",
         server_addr(),
         tube,
+        what,
     )
     assert out.rc == 0, out.stderr
     return int(out.stdout.strip())
