@@ -33,7 +33,7 @@ from conftest import (
 
 testinfra_hosts = [f"ansible://{SERVER}"]
 
-GAP = 1.0
+GAP = 0.8
 """Seconds between two injected faults of a kind."""
 
 
@@ -51,36 +51,43 @@ def worker_units():
 
 
 def test_worker_kills(baseline):
-    """kill -9 of worker processes mid-job, round robin; systemd restarts each (NRestarts)."""
+    """kill -9 of worker processes mid-job, round robin; systemd restarts each (NRestarts).
+
+    A fast lab may finish a run before all kills are in: then another run of the same plan.
+    """
     kills_wanted = 10
     units = worker_units()
     before = {(h.backend.get_hostname(), u): int(unit_props(h, u, "NRestarts")["NRestarts"]) for h, u in units}
     killed: dict[tuple[str, str], int] = {}
-    master = Master(run_id("wkill"))
-    master.start()
-    master.wait_progress(3)
-    deadline = time.monotonic() + 240
-    for host, unit in itertools.cycle(units):
-        if len(killed) and sum(killed.values()) >= kills_wanted:
+    cycle = itertools.cycle(units)
+    for attempt in range(3):
+        if sum(killed.values()) >= kills_wanted:
             break
-        if not master.running() or time.monotonic() > deadline:
-            break
-        props = unit_props(host, unit, "MainPID", "ActiveState", "SubState")
-        if props["ActiveState"] != "active" or props["MainPID"] == "0":
-            time.sleep(0.2)
-            continue
-        # Mid-job: the worker holds a reserved job (it reserves as soon as it is idle).
-        host.run(f"kill -9 {props['MainPID']}")
-        key = (host.backend.get_hostname(), unit)
-        killed[key] = killed.get(key, 0) + 1
-        time.sleep(GAP)
-    injected = sum(killed.values())
-    rc = master.wait()
-    result = master.result() if rc == 0 else None
-    record_run("kill -9 worker process (mid-job)", injected, result, baseline)
-    assert rc == 0, master.tail()
-    check_result(master, result, baseline)
-    assert injected >= kills_wanted, f"only {injected} kills before the run ended"
+        master = Master(run_id(f"wkill{attempt}"))
+        master.start()
+        master.wait_progress(3)
+        injected = 0
+        deadline = time.monotonic() + 240
+        while sum(killed.values()) < kills_wanted and master.running() and time.monotonic() < deadline:
+            host, unit = next(cycle)
+            props = unit_props(host, unit, "MainPID", "ActiveState")
+            if props["ActiveState"] != "active" or props["MainPID"] == "0":
+                time.sleep(0.2)
+                continue
+            # Mid-job: a serving worker holds a reserved job almost all the time (0.1-0.2 s jobs).
+            host.run(f"kill -9 {props['MainPID']}")
+            key = (host.backend.get_hostname(), unit)
+            killed[key] = killed.get(key, 0) + 1
+            injected += 1
+            time.sleep(GAP)
+        rc = master.wait()
+        result = master.result() if rc == 0 else None
+        record_run("kill -9 worker process (mid-job)", injected, result, baseline)
+        assert rc == 0, master.tail()
+        check_result(master, result, baseline)
+        print(f"\n{master.run_id}: {injected} worker kills; {result['inside']} == {baseline},"
+              f" duplicates {result['duplicates']}, redeliveries {result['redeliveries']}")
+    assert sum(killed.values()) >= kills_wanted, f"only {killed} kills"
     wait_all_workers()
     for host, unit in units:
         key = (host.backend.get_hostname(), unit)
@@ -93,7 +100,7 @@ def test_worker_kills(baseline):
                 break
             time.sleep(0.5)
         assert now >= before[key] + killed[key], f"{key}: NRestarts {before[key]} -> {now}{journal(host, unit)}"
-    print(f"\nworker kills {killed}; result {result['inside']} == {baseline}, duplicates {result['duplicates']}")
+    print(f"worker kills per unit {killed}: NRestarts grew by as much")
 
 
 def test_beanstalkd_kills(baseline):
@@ -101,35 +108,41 @@ def test_beanstalkd_kills(baseline):
     kills_wanted = 4
     server = node(SERVER)
     unit = "beanstalkd.service"
-    master = Master(run_id("bkill"))
-    master.start()
     start_restarts = int(unit_props(server, unit, "NRestarts")["NRestarts"])
-    injected = 0
-    done = master.wait_progress(3)
-    while injected < kills_wanted and master.running():
-        props = unit_props(server, unit, "MainPID", "NRestarts")
-        server.run(f"kill -9 {props['MainPID']}")
-        injected += 1
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            now = unit_props(server, unit, "NRestarts", "ActiveState", "MainPID")
-            if int(now["NRestarts"]) > int(props["NRestarts"]) and now["ActiveState"] == "active":
-                break
-            time.sleep(0.3)
-        else:
-            raise AssertionError(f"beanstalkd not restarted{journal(server, unit)}")
-        # Progress after the restart (master and workers reconnected), then the next kill.
-        done = master.wait_progress(done + 3, timeout=120)
-        time.sleep(GAP)
-    rc = master.wait()
-    result = master.result() if rc == 0 else None
-    record_run("kill -9 beanstalkd (binlog)", injected, result, baseline)
-    assert rc == 0, master.tail() + journal(server, unit)
-    check_result(master, result, baseline)
+    total = 0
+    for attempt in range(3):
+        if total >= kills_wanted:
+            break
+        master = Master(run_id(f"bkill{attempt}"))
+        master.start()
+        injected = 0
+        done = master.wait_progress(3)
+        while total < kills_wanted and master.running():
+            props = unit_props(server, unit, "MainPID", "NRestarts")
+            server.run(f"kill -9 {props['MainPID']}")
+            injected += 1
+            total += 1
+            deadline = time.monotonic() + 60
+            while time.monotonic() < deadline:
+                now = unit_props(server, unit, "NRestarts", "ActiveState", "MainPID")
+                if int(now["NRestarts"]) > int(props["NRestarts"]) and now["ActiveState"] == "active":
+                    break
+                time.sleep(0.3)
+            else:
+                raise AssertionError(f"beanstalkd not restarted{journal(server, unit)}")
+            # Progress after the restart (master and workers reconnected), then the next kill.
+            done = master.wait_progress(done + 3, timeout=120)
+            time.sleep(GAP)
+        rc = master.wait()
+        result = master.result() if rc == 0 else None
+        record_run("kill -9 beanstalkd (binlog)", injected, result, baseline)
+        assert rc == 0, master.tail() + journal(server, unit)
+        check_result(master, result, baseline)
+        print(f"\n{master.run_id}: beanstalkd killed {injected}x; {result['inside']} == {baseline}")
     restarts = int(unit_props(server, unit, "NRestarts")["NRestarts"]) - start_restarts
-    assert restarts >= injected, f"NRestarts grew by {restarts} for {injected} kills"
-    assert injected >= kills_wanted, f"only {injected} kills before the run ended"
-    print(f"\nbeanstalkd killed {injected}x (NRestarts +{restarts}); result {result['inside']} == {baseline}")
+    assert restarts >= total, f"NRestarts grew by {restarts} for {total} kills"
+    assert total >= kills_wanted, f"only {total} kills"
+    print(f"beanstalkd NRestarts +{restarts} for {total} kills")
     wait_all_workers()
 
 
