@@ -32,6 +32,19 @@ def test_firewall_table(host):
     assert "DOCKER_OUTPUT" in host.check_output("nft list ruleset"), "docker's nat rules were flushed"
 
 
+def test_firewall_drops_unlisted_source(host):
+    """The controller (docker bridge gateway) is not in the allow-list: its SYN is dropped."""
+    import socket
+
+    import pytest
+
+    counter_before = host.check_output("nft list chain inet pi_beanstalkd input | grep drop")
+    with pytest.raises(OSError):
+        socket.create_connection((cluster_address(host), 11300), timeout=3).close()
+    counter_after = host.check_output("nft list chain inet pi_beanstalkd input | grep drop")
+    assert counter_after != counter_before, counter_after
+
+
 def test_beanstalkd_restarts_after_kill(host):
     before = int(unit_props(host, "beanstalkd.service", "NRestarts")["NRestarts"])
     pid = unit_props(host, "beanstalkd.service", "MainPID")["MainPID"]
