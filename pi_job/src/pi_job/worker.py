@@ -18,6 +18,7 @@ import logging
 import os
 import signal
 import socket
+import sys
 import time
 from dataclasses import dataclass
 from types import FrameType
@@ -286,8 +287,8 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--backend",
-        choices=kernel.available_backends(),
-        help=f"dart kernel (default {kernel.default_backend()})",
+        choices=kernel.BACKENDS,
+        help="dart kernel (default numba when installed, else numpy)",
     )
     parser.add_argument(
         "--connect-timeout",
@@ -303,6 +304,9 @@ def command(args: argparse.Namespace) -> int:
     """Run the worker described by parsed ``args``."""
     if args.verbose:
         logging.getLogger().setLevel(logging.DEBUG)
+    if args.backend and args.backend not in kernel.available_backends():
+        print(f"pi-job worker: error: backend {args.backend!r} is not installed", file=sys.stderr)
+        return 2
     host = socket.gethostname()
     config = WorkerConfig(
         server=args.server,
