@@ -25,8 +25,6 @@ import functools
 import operator
 from collections.abc import Callable
 
-import numpy as np
-
 __all__ = [
     "BACKENDS",
     "GAMMA",
@@ -81,6 +79,8 @@ def job_seed(run_seed: int, job_index: int) -> int:
         raise ValueError(f"run_seed must be >= 0, got {run_seed}")
     if job_index < 0:
         raise ValueError(f"job_index must be >= 0, got {job_index}")
+    import numpy as np  # imported here: the master and status never need numpy
+
     sequence = np.random.SeedSequence(run_seed, spawn_key=(job_index,))
     return int(sequence.generate_state(1, np.uint64)[0])
 
