@@ -1,6 +1,13 @@
 """The queue server: beanstalkd with a binlog on the cluster address, firewall, sandbox."""
 
-from conftest import assert_active, cluster_address, exposure, journal, unit_props, wait_active
+from conftest import (
+    assert_active,
+    cluster_address,
+    exposure,
+    journal,
+    unit_props,
+    wait_active,
+)
 
 testinfra_hosts = ["ansible://beanstalkd"]
 

@@ -17,7 +17,7 @@ def run_pi(inventory_dir: str, *extra: str) -> subprocess.CompletedProcess:
     env.pop("ANSIBLE_ROLES_PATH", None)
     return subprocess.run(
         ["ansible-playbook", str(REPO / "run_pi.yml"), "-i", inventory_dir, *extra],
-        cwd=REPO, env=env, capture_output=True, text=True, timeout=900,
+        check=False, cwd=REPO, env=env, capture_output=True, text=True, timeout=900,
     )
 
 

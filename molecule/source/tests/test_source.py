@@ -39,7 +39,7 @@ def test_rebuild_on_version_change(host):
     env = dict(os.environ, ANSIBLE_ROLES_PATH=str(REPO / "roles"))
     out = subprocess.run(
         ["ansible-playbook", "-i", f"{eph}/inventory", str(Path(__file__).parents[1] / "converge.yml")],
-        env=env, capture_output=True, text=True, timeout=600,
+        check=False, env=env, capture_output=True, text=True, timeout=600,
     )
     assert out.returncode == 0, out.stdout[-3000:]
     assert "Build beanstalkd" in out.stdout and "changed=0" not in out.stdout, out.stdout[-3000:]
