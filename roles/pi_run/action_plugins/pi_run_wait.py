@@ -1,7 +1,9 @@
 """Wait for an async job (async_status in a loop) and print its log's new lines meanwhile.
 
-Every `interval` seconds: one async_status call and one `tail` of `log` on the node, each over
-a fresh connection use, so an hour-long run never depends on one SSH session.
+Each poll is one async_status call and one `tail` of `log` on the node, each over a fresh
+connection use, so an hour-long run never depends on one SSH session. Polls start after 0.5 s
+and their interval doubles up to `interval`: short runs come back at once, while long runs cost
+the controller (which may share the lab's cores) one poll every `interval` seconds.
 """
 
 from __future__ import annotations
@@ -40,6 +42,7 @@ class ActionModule(ActionBase):
         seen = ""
         started = time.monotonic()
         polls = 0
+        pause = min(0.5, args["interval"])
         while True:
             polls += 1
             status = self._execute_module(
@@ -70,7 +73,8 @@ class ActionModule(ActionBase):
                     "run still going after %d s (job %s keeps running; tail %s)"
                     % (args["timeout"], args["jid"], args["log"])
                 )
-            time.sleep(args["interval"])
+            time.sleep(pause)
+            pause = min(pause * 2, args["interval"])
         for key in ("started", "finished"):
             status[key] = bool(status.get(key))
         status["polls"] = polls
