@@ -286,8 +286,8 @@ def plot_convergence(result: Mapping[str, Any], path: Path) -> Path:
     final = estimates[-1]
     jobs = _plural(len(result["per_job"]), "job")
     fig.suptitle(
-        f"Run {result['run_id']}: {int(result['darts']):,} darts in {jobs}"
-        f" — final estimate π ≈ {final:.6f} ± {band_half_width(darts[-1]):.6f} (95 %)",
+        f"Run {result['run_id']}: {int(result['darts']):,} darts in {jobs}\n"
+        f"final estimate π ≈ {final:.6f} ± {band_half_width(darts[-1]):.6f} (95 %)",
         fontsize=12,
     )
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -402,8 +402,8 @@ def plot_scaling(study: ScalingStudy, path: Path, name: str = "scaling") -> Path
         axes.grid(True, alpha=0.3)
 
     fig.suptitle(
-        f"Scaling study {name}: {study.darts:,} darts, same seed, k = {min(workers)}..{top} "
-        f"(inside = {study.inside:,} for every k)",
+        f"Scaling study {name}: {study.darts:,} darts, same seed, k = {min(workers)}..{top}\n"
+        f"inside = {study.inside:,} for every k",
         fontsize=12,
     )
     path.parent.mkdir(parents=True, exist_ok=True)
