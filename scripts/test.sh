@@ -29,6 +29,17 @@ run_stage() {
   fi
 }
 
+# molecule test, with the seconds since its start added to each stage's start and end lines.
+molecule_test() {
+  local scenario="$1" start=$SECONDS line
+  molecule test -s "$scenario" 2>&1 | while IFS= read -r line; do
+    case "$line" in
+      *"] Executing"|*"] Executed: "*) printf '%s  [+%ds]\n' "$line" $((SECONDS - start)) ;;
+      *) printf '%s\n' "$line" ;;
+    esac
+  done
+}
+
 static_checks() {
   ruff check pi_job benchmarks molecule && ruff format --check pi_job && mypy pi_job/src
 }
@@ -40,7 +51,7 @@ if [[ " $stages " == *" molecule "* ]]; then
   stale="$(docker ps -aq --filter label=owner=molecule)"
   [[ -z "$stale" ]] || docker rm -f $stale >/dev/null
   for scenario in $scenarios; do
-    run_stage "molecule $scenario" molecule test -s "$scenario"
+    run_stage "molecule $scenario" molecule_test "$scenario"
   done
 fi
 if [[ " $stages " == *" unit "* ]]; then run_stage "pytest pi_job" pytest -q pi_job/tests; fi
