@@ -51,7 +51,7 @@ class ActionModule(ActionBase):
                 task_vars=task_vars,
             )
             tail = self._low_level_execute_command(
-                "tail -n %d %s 2>/dev/null" % (args["lines"], shlex.quote(args["log"]))
+                f"tail -n {args['lines']} {shlex.quote(args['log'])} 2>/dev/null"
             )
             text = tail.get("stdout", "")
             lines = [line for line in text.splitlines() if line.strip()]
@@ -63,15 +63,15 @@ class ActionModule(ActionBase):
             if seen and seen in lines:
                 fresh = lines[lines.index(seen) + 1 :]
             for line in fresh:
-                display.display("[%s] %s" % (host, line))
+                display.display(f"[{host}] {line}")
             if lines:
                 seen = lines[-1]
             if finished:
                 break
             if time.monotonic() - started > args["timeout"]:
                 raise AnsibleActionFail(
-                    "run still going after %d s (job %s keeps running; tail %s)"
-                    % (args["timeout"], args["jid"], args["log"])
+                    f"run still going after {args['timeout']:.0f} s "
+                    f"(job {args['jid']} keeps running; tail {args['log']})"
                 )
             time.sleep(pause)
             pause = min(pause * 2, args["interval"])

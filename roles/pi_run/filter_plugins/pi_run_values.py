@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import re
 from decimal import Decimal, InvalidOperation
 
@@ -58,7 +59,7 @@ def pi_seconds_error(value: object, name: str, minimum: float, maximum: float) -
         number = float(text)
     except ValueError:
         return f'{name}: not a number of seconds: "{text}"'
-    if number != number or not minimum <= number <= maximum:
+    if math.isnan(number) or not minimum <= number <= maximum:
         return f'{name}: "{text}" is out of range {minimum:g}..{maximum:g}'
     return ""
 

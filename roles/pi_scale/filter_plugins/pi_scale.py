@@ -3,40 +3,12 @@
 from __future__ import annotations
 
 import re
-from decimal import Decimal, InvalidOperation
 
-# Same count forms as pi_job.protocol.parse_count (and pi_run's filters).
-_COUNT_RE = re.compile(r"[0-9](?:_?[0-9])*(?:\.[0-9](?:_?[0-9])*)?(?:[eE]\+?[0-9]{1,3})?")
+# Counts are checked with pi_run's filters (pi_count_error, pi_count): pi_run_values.py here is a
+# link to roles/pi_run/filter_plugins/pi_run_values.py.
 _ID_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,48}")
 MAX_JOBS = 10**6
 MAX_JOB_DARTS = 10**12
-
-
-def _text(value: object) -> str:
-    if isinstance(value, float) and value.is_integer():
-        return str(int(value))
-    return str(value).strip()
-
-
-def pi_scale_count_error(value: object, name: str, maximum: int) -> str:
-    """'' when value is an exact integer count in 1..maximum, else a one-line reason."""
-    text = _text(value)
-    if not _COUNT_RE.fullmatch(text):
-        return f'{name}: not a count: "{text}" (use e.g. 1e10, 1_000_000_000, 2.5e9)'
-    try:
-        number = Decimal(text.replace("_", ""))
-    except InvalidOperation:
-        return f'{name}: not a count: "{text}"'
-    if number != number.to_integral_value():
-        return f'{name}: not a whole number: "{text}"'
-    if not 1 <= int(number) <= maximum:
-        return f'{name}: "{text}" is out of range 1..{maximum}'
-    return ""
-
-
-def pi_scale_count(value: object) -> int:
-    """The integer of a count already checked with pi_scale_count_error."""
-    return int(Decimal(_text(value).replace("_", "")))
 
 
 def pi_scale_id_error(value: object) -> str:
@@ -83,8 +55,6 @@ class FilterModule:
 
     def filters(self) -> dict[str, object]:
         return {
-            "pi_scale_count": pi_scale_count,
-            "pi_scale_count_error": pi_scale_count_error,
             "pi_scale_id_error": pi_scale_id_error,
             "pi_scale_job_darts": pi_scale_job_darts,
             "pi_scale_labels": pi_scale_labels,
