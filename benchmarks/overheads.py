@@ -29,7 +29,6 @@ import argparse
 import json
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
@@ -38,48 +37,11 @@ from pathlib import Path
 from typing import Any
 
 REPO = Path(__file__).resolve().parents[1]
-SRC = REPO / "pi_job" / "src"
-ENV = {
-    **os.environ,
-    "PYTHONPATH": os.pathsep.join(filter(None, [str(SRC), os.environ.get("PYTHONPATH")])),
-    "PYTHONUNBUFFERED": "1",
-}
+sys.path.insert(0, str(REPO / "pi_job" / "benchmarks"))
+from loopback import ENV, LoopbackCluster, cli
+
 PER_JOB_GOAL_S = 1e-3
 EFFICIENCY_GOAL = 0.90
-
-
-def cli(*args: str) -> list[str]:
-    """The pi-job command line, run with this interpreter."""
-    return [sys.executable, "-m", "pi_job.cli", *args]
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def wait_port(port: int, timeout: float = 10.0) -> None:
-    deadline = time.monotonic() + timeout
-    while True:
-        try:
-            with socket.create_connection(("127.0.0.1", port), timeout=0.5):
-                return
-        except OSError:
-            if time.monotonic() > deadline:
-                raise
-            time.sleep(0.05)
-
-
-def connected_workers(server: str) -> int:
-    out = subprocess.run(
-        cli("status", "--server", server, "--json"),
-        capture_output=True,
-        text=True,
-        check=True,
-        env=ENV,
-    ).stdout
-    return int(json.loads(out)["workers"])
 
 
 def kernel_rate_local(seconds: float = 2.0) -> float:
@@ -92,69 +54,6 @@ def kernel_rate_local(seconds: float = 2.0) -> float:
         env=ENV,
     ).stdout
     return max(float(v) for v in json.loads(out).values())
-
-
-class LoopbackCluster:
-    """A private beanstalkd on loopback (binlog in a temp dir) and N real workers."""
-
-    def __init__(self, tmp: Path) -> None:
-        binary = os.environ.get("BEANSTALKD") or shutil.which("beanstalkd") or "/usr/bin/beanstalkd"
-        self.port = free_port()
-        self.server = f"127.0.0.1:{self.port}"
-        self.state = tmp / "state"
-        (tmp / "binlog").mkdir()
-        self.beanstalkd = subprocess.Popen(
-            [binary, "-l", "127.0.0.1", "-p", str(self.port), "-b", str(tmp / "binlog")],
-            stderr=subprocess.DEVNULL,
-        )
-        self.workers: list[subprocess.Popen[bytes]] = []
-        wait_port(self.port)
-
-    def set_workers(self, count: int) -> None:
-        while len(self.workers) > count:
-            proc = self.workers.pop()
-            proc.terminate()
-            proc.wait(30)
-        while len(self.workers) < count:
-            self.workers.append(
-                subprocess.Popen(
-                    cli("worker", "--server", self.server, "--id", f"bench{len(self.workers) + 1}"),
-                    stderr=subprocess.DEVNULL,
-                    env=ENV,
-                )
-            )
-        deadline = time.monotonic() + 60
-        while connected_workers(self.server) != count:
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"{count} workers did not connect")
-            time.sleep(0.1)
-
-    def run(self, darts: int, job_darts: int, run_id: str) -> tuple[dict[str, Any], float]:
-        """Run the master to completion; return (result, process wall time)."""
-        start = time.perf_counter()
-        proc = subprocess.run(
-            cli(
-                "run", "--server", self.server, "--darts", str(darts), "--job-darts", str(job_darts),
-                "--seed", "1", "--run-id", run_id, "--state-dir", str(self.state), "--json",
-                "--progress-interval", "3600",
-            ),
-            capture_output=True,
-            text=True,
-            env=ENV,
-            check=False,
-        )
-        wall = time.perf_counter() - start
-        if proc.returncode != 0:
-            raise RuntimeError(f"pi-job run failed: {proc.stderr.strip()}")
-        return json.loads(proc.stdout), wall
-
-    def close(self) -> None:
-        for proc in self.workers:
-            proc.terminate()
-        for proc in self.workers:
-            proc.wait(30)
-        self.beanstalkd.terminate()
-        self.beanstalkd.wait(10)
 
 
 def fsync_seconds(directory: str, count: int = 300) -> float:
@@ -177,7 +76,7 @@ def measure_local(jobs: int, rate: float) -> dict[str, Any]:
         try:
             for workers in (1, 2):
                 cluster.set_workers(workers)
-                result, wall = cluster.run(jobs, 1, f"overhead-jobs-w{workers}")
+                result, wall = cluster.run(jobs, f"overhead-jobs-w{workers}", job_darts=1)
                 compute = result["darts"] / rate / workers
                 figures["per_job"][str(workers)] = {
                     "jobs": result["jobs"],
@@ -189,7 +88,7 @@ def measure_local(jobs: int, rate: float) -> dict[str, Any]:
             cluster.set_workers(1)
             startups = []
             for index in range(3):
-                result, wall = cluster.run(1, 1, f"overhead-start-{index}")
+                result, wall = cluster.run(1, f"overhead-start-{index}", job_darts=1)
                 startups.append((wall, result["seconds"]))
         finally:
             cluster.close()

@@ -1,8 +1,9 @@
 """Scaling benchmark on one machine: the same run with 1 worker, then with 2 workers.
 
 Starts a private beanstalkd on loopback (binlog in a temporary directory), real ``pi-job
-worker`` processes and the real ``pi-job run`` master, and prints the darts/s of each run, each
-worker's own rate (darts / seconds spent on its jobs) and the 2-worker/1-worker ratio.
+worker`` processes and the real ``pi-job run`` master (see ``loopback.py``), and prints the
+darts/s of each run, each worker's own rate (darts / seconds spent on its jobs) and the
+2-worker/1-worker ratio.
 
 Usage: python pi_job/benchmarks/run_two_workers.py [--darts 2e10] [--seed 1] [--json]
 """
@@ -12,106 +13,13 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import shutil
-import socket
-import subprocess
 import sys
 import tempfile
-import time
 from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
-SRC = Path(__file__).resolve().parents[1] / "src"
-
-
-def free_port() -> int:
-    """A free TCP port on loopback."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def wait_port(port: int, timeout: float = 10.0) -> None:
-    """Wait until something accepts connections on ``port``."""
-    deadline = time.monotonic() + timeout
-    while True:
-        try:
-            with socket.create_connection(("127.0.0.1", port), timeout=0.5):
-                return
-        except OSError:
-            if time.monotonic() > deadline:
-                raise
-            time.sleep(0.05)
-
-
-def cli(*args: str) -> list[str]:
-    """The pi-job command line run with this interpreter."""
-    return [sys.executable, "-m", "pi_job.cli", *args]
-
-
-def watching(port: int) -> int:
-    """Connections watching pi.jobs (the connected workers), via the status command."""
-    out = subprocess.run(
-        cli("status", "--server", f"127.0.0.1:{port}", "--json"),
-        capture_output=True,
-        text=True,
-        check=True,
-        env=ENV,
-    ).stdout
-    return int(json.loads(out)["workers"])
-
-
-ENV = {
-    **os.environ,
-    "PYTHONPATH": os.pathsep.join(filter(None, [str(SRC), os.environ.get("PYTHONPATH")])),
-}
-
-
-def run_with_workers(port: int, workers: int, darts: str, seed: int, state: Path) -> dict[str, Any]:
-    """Start ``workers`` workers, run the master to completion, stop the workers."""
-    procs = [
-        subprocess.Popen(
-            cli("worker", "--server", f"127.0.0.1:{port}", "--id", f"w{index}"),
-            stderr=subprocess.DEVNULL,
-            env=ENV,
-        )
-        for index in range(workers)
-    ]
-    try:
-        deadline = time.monotonic() + 30
-        while watching(port) < workers:
-            if time.monotonic() > deadline:
-                raise RuntimeError("workers did not connect")
-            time.sleep(0.1)
-        master = subprocess.run(
-            cli(
-                "run",
-                "--server",
-                f"127.0.0.1:{port}",
-                "--darts",
-                darts,
-                "--seed",
-                str(seed),
-                "--state-dir",
-                str(state),
-                "--json",
-                "--progress-interval",
-                "60",
-            ),
-            capture_output=True,
-            text=True,
-            env=ENV,
-        )
-        if master.returncode != 0:
-            raise RuntimeError(master.stderr)
-        report: dict[str, Any] = json.loads(master.stdout)
-        return report
-    finally:
-        for proc in procs:
-            proc.terminate()
-        for proc in procs:
-            proc.wait(30)
+from loopback import LoopbackCluster
 
 
 def worker_rates(report: dict[str, Any]) -> dict[str, float]:
@@ -131,19 +39,14 @@ def main() -> int:
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--json", action="store_true", help="print the figures as JSON")
     args = parser.parse_args()
-    binary = os.environ.get("BEANSTALKD") or shutil.which("beanstalkd") or "/usr/bin/beanstalkd"
-    with tempfile.TemporaryDirectory(prefix="pi-bench-") as tmp:
-        port = free_port()
-        server = subprocess.Popen(
-            [binary, "-l", "127.0.0.1", "-p", str(port), "-b", tmp], stderr=subprocess.DEVNULL
-        )
-        try:
-            wait_port(port)
-            one = run_with_workers(port, 1, args.darts, args.seed, Path(tmp) / "state")
-            two = run_with_workers(port, 2, args.darts, args.seed, Path(tmp) / "state")
-        finally:
-            server.terminate()
-            server.wait(10)
+    with (
+        tempfile.TemporaryDirectory(prefix="pi-bench-") as tmp,
+        LoopbackCluster(Path(tmp)) as cluster,
+    ):
+        cluster.set_workers(1)
+        one, _ = cluster.run(args.darts, "bench-1-worker", seed=args.seed)
+        cluster.set_workers(2)
+        two, _ = cluster.run(args.darts, "bench-2-workers", seed=args.seed)
     assert one["inside"] == two["inside"], "same seed must give the same count"
     figures = {
         "darts": one["darts"],

@@ -1,0 +1,146 @@
+"""A private pi_job cluster on loopback for the benchmarks: beanstalkd and real processes.
+
+``LoopbackCluster`` starts beanstalkd (binlog in a temporary directory, like the lab) on a free
+loopback port, keeps N real ``pi-job worker`` processes connected and runs the real ``pi-job run``
+master to completion. The package is taken from this checkout's ``src`` when it is not installed.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+
+SRC = Path(__file__).resolve().parents[1] / "src"
+ENV = {
+    **os.environ,
+    "PYTHONPATH": os.pathsep.join(filter(None, [str(SRC), os.environ.get("PYTHONPATH")])),
+    "PYTHONUNBUFFERED": "1",
+}
+
+
+def cli(*args: str) -> list[str]:
+    """The pi-job command line, run with this interpreter."""
+    return [sys.executable, "-m", "pi_job.cli", *args]
+
+
+def free_port() -> int:
+    """A free TCP port on loopback."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def wait_port(port: int, timeout: float = 10.0) -> None:
+    """Wait until something accepts connections on ``port``."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.5):
+                return
+        except OSError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.05)
+
+
+def connected_workers(server: str) -> int:
+    """Connections watching pi.jobs (the connected workers), via ``pi-job status --json``."""
+    out = subprocess.run(
+        cli("status", "--server", server, "--json"),
+        capture_output=True,
+        text=True,
+        check=True,
+        env=ENV,
+    ).stdout
+    return int(json.loads(out)["workers"])
+
+
+class LoopbackCluster:
+    """A private beanstalkd on loopback (binlog in ``tmp``) and N real workers."""
+
+    def __init__(self, tmp: Path) -> None:
+        """Start beanstalkd with its binlog and the masters' state below ``tmp``."""
+        binary = os.environ.get("BEANSTALKD") or shutil.which("beanstalkd") or "/usr/bin/beanstalkd"
+        self.port = free_port()
+        self.server = f"127.0.0.1:{self.port}"
+        self.state = tmp / "state"
+        (tmp / "binlog").mkdir()
+        self.beanstalkd = subprocess.Popen(
+            [binary, "-l", "127.0.0.1", "-p", str(self.port), "-b", str(tmp / "binlog")],
+            stderr=subprocess.DEVNULL,
+        )
+        self.workers: list[subprocess.Popen[bytes]] = []
+        wait_port(self.port)
+
+    def __enter__(self) -> LoopbackCluster:
+        """The cluster itself."""
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        """Stop everything."""
+        self.close()
+
+    def set_workers(self, count: int) -> None:
+        """Start or stop workers until ``count`` are connected."""
+        while len(self.workers) > count:
+            proc = self.workers.pop()
+            proc.terminate()
+            proc.wait(30)
+        while len(self.workers) < count:
+            worker_id = f"bench{len(self.workers) + 1}"
+            self.workers.append(
+                subprocess.Popen(
+                    cli("worker", "--server", self.server, "--id", worker_id),
+                    stderr=subprocess.DEVNULL,
+                    env=ENV,
+                )
+            )
+        deadline = time.monotonic() + 60
+        while connected_workers(self.server) != count:
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"{count} workers did not connect")
+            time.sleep(0.1)
+
+    def run(
+        self, darts: int | str, run_id: str, *, job_darts: int | None = None, seed: int = 1
+    ) -> tuple[dict[str, Any], float]:
+        """Run the master to completion; return (result, process wall time)."""
+        args = ["run", "--server", self.server, "--darts", str(darts), "--seed", str(seed)]
+        if job_darts is not None:
+            args += ["--job-darts", str(job_darts)]
+        args += ["--run-id", run_id, "--state-dir", str(self.state), "--json"]
+        start = time.perf_counter()
+        proc = subprocess.run(
+            cli(*args, "--progress-interval", "3600"),
+            capture_output=True,
+            text=True,
+            env=ENV,
+            check=False,
+        )
+        wall = time.perf_counter() - start
+        if proc.returncode != 0:
+            raise RuntimeError(f"pi-job run failed: {proc.stderr.strip()}")
+        result: dict[str, Any] = json.loads(proc.stdout)
+        return result, wall
+
+    def close(self) -> None:
+        """Stop the workers and beanstalkd."""
+        for proc in self.workers:
+            proc.terminate()
+        for proc in self.workers:
+            proc.wait(30)
+        self.beanstalkd.terminate()
+        self.beanstalkd.wait(10)
