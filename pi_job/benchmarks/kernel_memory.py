@@ -1,6 +1,6 @@
 """Peak memory of the dart kernel: does a worker's RSS grow with the job size?
 
-Each measurement runs in a fresh interpreter that imports :mod:`pi_job.kernel`, warms up numba
+Each measurement runs in a fresh interpreter that imports the pi kernel, warms up numba
 and then counts darts with one backend; the child reports its peak resident set size
 (``resource.getrusage(RUSAGE_SELF).ru_maxrss``) before and after the count. A bounded kernel
 shows the same peak for a small and a big count. Prints a table (or JSON with ``--json``).
@@ -24,7 +24,7 @@ import json, resource, sys, time
 backend, darts, hide_numba = sys.argv[1], int(sys.argv[2]), sys.argv[3] == "1"
 if hide_numba:
     sys.modules["numba"] = None  # as if numba were not installed
-from pi_job import kernel
+from pi_job.workloads.pi import kernel
 kernel.warm_up()
 seed = kernel.job_seed(1, 0)
 before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss

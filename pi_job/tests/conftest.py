@@ -26,7 +26,7 @@ SRC = Path(__file__).resolve().parents[1] / "src"
 if str(SRC) not in sys.path:
     sys.path.insert(0, str(SRC))
 
-from pi_job import kernel  # noqa: E402
+from pi_job.workloads.pi import kernel  # noqa: E402
 
 BACKEND = "numba" if "numba" in kernel.available_backends() else "numpy"
 

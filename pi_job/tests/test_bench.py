@@ -7,7 +7,7 @@ import json
 
 import pytest
 
-from pi_job import bench, kernel
+from pi_job.workloads.pi import bench, kernel
 
 
 def test_json_output_maps_every_backend_to_a_rate(capsys):

@@ -7,8 +7,8 @@ from conftest import Beanstalkd, Cluster, free_port
 
 from pi_job import __version__
 from pi_job.cli import main
-from pi_job.journal import Journal
-from pi_job.plan import Plan
+from pi_job.core.journal import Journal
+from pi_job.core.plan import Plan
 
 BAD_RUN = [
     ("--darts", "0"),

@@ -10,8 +10,8 @@ import time
 import greenstalk
 from conftest import BACKEND, Beanstalkd, Cluster, expected_inside, free_port, wait_for
 
-from pi_job import kernel
-from pi_job.protocol import Result, decode_job, results_tube
+from pi_job.core.envelope import Result, decode_job, results_tube
+from pi_job.workloads.pi import kernel
 
 REPORT_KEYS = {
     "run_id", "seed", "darts", "inside", "pi", "abs_error", "std_error", "ci95", "jobs",

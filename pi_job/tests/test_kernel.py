@@ -15,8 +15,14 @@ import numpy as np
 import pytest
 
 import pi_job
-from pi_job import kernel, kernel_numba, kernel_numpy
-from pi_job.kernel import available_backends, count_inside, default_backend, job_seed, warm_up
+from pi_job.workloads.pi import kernel, kernel_numba, kernel_numpy
+from pi_job.workloads.pi.kernel import (
+    available_backends,
+    count_inside,
+    default_backend,
+    job_seed,
+    warm_up,
+)
 
 M64 = (1 << 64) - 1
 FAST = ["numba", "numpy"]
@@ -228,7 +234,7 @@ def test_numpy_fallback_without_numba():
         """
         import sys
         sys.modules["numba"] = None  # makes "import numba" raise ImportError
-        from pi_job import kernel
+        from pi_job.workloads.pi import kernel
         print(kernel.default_backend(), kernel.available_backends())
         kernel.warm_up()
         print(kernel.count_inside(11, 1000), kernel.count_inside(11, 1000, backend="python"))
@@ -257,7 +263,8 @@ def test_kernel_works_without_a_writable_numba_cache():
             raise PermissionError(13, "Read-only file system", self.get_cache_path())
 
         caching._CacheLocator.ensure_cache_path = read_only
-        from pi_job import kernel, kernel_numba
+        from pi_job.workloads.pi import kernel
+        from pi_job.workloads.pi import kernel_numba
         kernel.warm_up()
         print(kernel.default_backend(), kernel.count_inside(3, 1000))
         print(kernel.count_inside(3, 1000, backend="python"))
@@ -280,7 +287,8 @@ def test_kernel_survives_a_cache_write_failure():
 
         caching.Cache.save_overload = fail
         caching.Cache.load_overload = lambda self, sig, ctx: None
-        from pi_job import kernel, kernel_numba
+        from pi_job.workloads.pi import kernel
+        from pi_job.workloads.pi import kernel_numba
         kernel.warm_up()
         print(kernel.count_inside(3, 1000), kernel.count_inside(3, 1000, backend="python"))
         print(type(kernel_numba._kernel._cache).__name__)

@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from pi_job import report
+from pi_job import plots
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
@@ -81,8 +81,8 @@ def write_json(path: Path, document: Any) -> Path:
 
 def run_cli(*argv: str) -> int:
     parser = argparse.ArgumentParser(prog="pi-job report")
-    report.configure_parser(parser)
-    return report.command(parser.parse_args(list(argv)))
+    plots.configure_parser(parser)
+    return plots.command(parser.parse_args(list(argv)))
 
 
 def assert_real_png(path: Path, min_bytes: int = 5_000) -> None:
@@ -107,29 +107,29 @@ def test_convergence_series_is_cumulative_in_job_order() -> None:
         {"job": 0, "darts": 100, "inside": 70},
         {"job": 2, "darts": 200, "inside": 160},
     ]
-    darts, estimates = report.convergence_series(per_job)
+    darts, estimates = plots.convergence_series(per_job)
     assert darts == [100, 200, 400]
     assert estimates == pytest.approx([4 * 70 / 100, 4 * 150 / 200, 4 * 310 / 400])
 
 
 def test_convergence_series_skips_leading_empty_jobs() -> None:
     per_job = [{"job": 0, "darts": 0, "inside": 0}, {"job": 1, "darts": 10, "inside": 8}]
-    assert report.convergence_series(per_job) == ([10], [3.2])
+    assert plots.convergence_series(per_job) == ([10], [3.2])
 
 
 def test_band_half_width_narrows_as_inverse_sqrt() -> None:
     p = math.pi / 4
-    assert report.band_half_width(1) == pytest.approx(1.96 * 4 * math.sqrt(p * (1 - p)))
-    ratio = report.band_half_width(10_000) / report.band_half_width(100)
+    assert plots.band_half_width(1) == pytest.approx(1.96 * 4 * math.sqrt(p * (1 - p)))
+    ratio = plots.band_half_width(10_000) / plots.band_half_width(100)
     assert ratio == pytest.approx(0.1)
 
 
 def test_final_estimate_lies_in_band_for_plausible_run() -> None:
     result = make_result()
-    darts, estimates = report.convergence_series(result["per_job"])
+    darts, estimates = plots.convergence_series(result["per_job"])
     assert darts[-1] == result["darts"]
     assert estimates[-1] == pytest.approx(result["pi"])
-    assert abs(estimates[-1] - math.pi) < report.band_half_width(darts[-1]) * 2
+    assert abs(estimates[-1] - math.pi) < plots.band_half_width(darts[-1]) * 2
 
 
 def test_darts_per_worker_sums_and_keeps_host() -> None:
@@ -138,7 +138,7 @@ def test_darts_per_worker_sums_and_keeps_host() -> None:
         {"job": 1, "darts": 7, "host": "a", "worker": "a:1"},
         {"job": 2, "darts": 3, "host": "b", "worker": "b:1"},
     ]
-    assert report.darts_per_worker(per_job) == {"a:1": ("a", 7), "b:1": ("b", 8)}
+    assert plots.darts_per_worker(per_job) == {"a:1": ("a", 7), "b:1": ("b", 8)}
 
 
 # ------------------------------------------------------------------------------------- plotting
@@ -147,7 +147,7 @@ def test_darts_per_worker_sums_and_keeps_host() -> None:
 def test_render_report_writes_two_real_pngs(tmp_path: Path) -> None:
     source = write_json(tmp_path / "run-42.json", make_result(run_id="run-42"))
     out_dir = tmp_path / "plots"
-    written = report.render_report(source, out_dir)
+    written = plots.render_report(source, out_dir)
     assert written == [out_dir / "run-42.convergence.png", out_dir / "run-42.hosts.png"]
     for path in written:
         assert_real_png(path)
@@ -167,7 +167,7 @@ def test_command_prints_paths_and_defaults_to_result_directory(
 def test_many_workers_render(tmp_path: Path) -> None:
     hosts = tuple(f"worker-node-{i:02d}" for i in range(8))
     result = make_result(jobs=96, hosts=hosts, workers_per_host=4)
-    written = report.render_report(write_json(tmp_path / "big.json", result), tmp_path)
+    written = plots.render_report(write_json(tmp_path / "big.json", result), tmp_path)
     for path in written:
         assert_real_png(path)
 
@@ -175,12 +175,12 @@ def test_many_workers_render(tmp_path: Path) -> None:
 def test_plots_use_the_headless_agg_backend(tmp_path: Path) -> None:
     import matplotlib
 
-    report.plot_hosts(make_result(jobs=3), tmp_path / "h.png")
+    plots.plot_hosts(make_result(jobs=3), tmp_path / "h.png")
     assert matplotlib.get_backend().lower() == "agg"
 
 
 def test_import_does_not_load_matplotlib_or_numpy() -> None:
-    code = "import sys, pi_job.report; print('matplotlib' in sys.modules, 'numpy' in sys.modules)"
+    code = "import sys, pi_job.plots; print('matplotlib' in sys.modules, 'numpy' in sys.modules)"
     completed = subprocess.run(
         [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=60
     )

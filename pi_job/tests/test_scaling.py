@@ -11,7 +11,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from pi_job import report, scaling
+from pi_job import plots, scaling
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 DARTS = 120_000_000
@@ -75,8 +75,8 @@ def write_study(directory: Path, times: dict[int, float] = TIMES) -> list[Path]:
 
 def run_cli(*argv: str) -> int:
     parser = argparse.ArgumentParser(prog="pi-job report")
-    report.configure_parser(parser)
-    return report.command(parser.parse_args(list(argv)))
+    plots.configure_parser(parser)
+    return plots.command(parser.parse_args(list(argv)))
 
 
 def pairs(*results: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]:

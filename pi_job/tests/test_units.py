@@ -13,11 +13,9 @@ import socket
 import pytest
 from conftest import Cluster, wait_for
 
-from pi_job import logging_setup
-from pi_job.connection import Backoff, parse_server
-from pi_job.journal import CorruptJournalError, Journal, RunExistsError, UnknownRunError
-from pi_job.plan import Plan, job_count
-from pi_job.protocol import (
+from pi_job.core import logging_setup
+from pi_job.core.connection import Backoff, parse_server
+from pi_job.core.envelope import (
     MAX_DARTS,
     InvalidBodyError,
     InvalidValueError,
@@ -27,8 +25,10 @@ from pi_job.protocol import (
     decode_result,
     parse_count,
 )
-from pi_job.sdnotify import Notifier
-from pi_job.stats import estimate
+from pi_job.core.journal import CorruptJournalError, Journal, RunExistsError, UnknownRunError
+from pi_job.core.plan import Plan, job_count
+from pi_job.core.sdnotify import Notifier
+from pi_job.workloads.pi.stats import estimate
 
 
 @pytest.mark.parametrize(
@@ -187,4 +187,4 @@ def test_worker_under_systemd(cluster: Cluster, tmp_path) -> None:
         assert proc.wait(10) == 0
         assert sock.recv(4096) == b"STOPPING=1"
     first = cluster.log_of(proc).splitlines()[0]
-    assert first.startswith("INFO pi_job.worker: worker ")
+    assert first.startswith("INFO pi_job.core.worker: worker ")

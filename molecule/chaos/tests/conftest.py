@@ -392,8 +392,8 @@ def baseline() -> int:
     """The undisturbed count of the plan: one quiet run on the lab, cross-checked with the kernel."""
     import random
 
-    from pi_job.kernel import count_inside, job_seed
-    from pi_job.plan import Plan
+    from pi_job.core.plan import Plan
+    from pi_job.workloads.pi.kernel import count_inside, job_seed
 
     wait_all_workers()
     master = Master(run_id("base"))

@@ -11,8 +11,10 @@ import sys
 from collections.abc import Callable
 from typing import NamedTuple, NoReturn
 
-from pi_job import __version__, bench, logging_setup, master, report, status, worker
-from pi_job.argtypes import UsageError
+from pi_job import __version__, plots
+from pi_job.core import logging_setup, master, status, worker
+from pi_job.core.argtypes import UsageError
+from pi_job.workloads.pi import bench
 
 
 class Subcommand(NamedTuple):
@@ -36,7 +38,7 @@ SUBCOMMANDS: tuple[Subcommand, ...] = (
         status.command,
     ),
     Subcommand("bench", "measure the dart kernels", bench.configure_parser, bench.command),
-    Subcommand("report", "plot result files", report.configure_parser, report.command),
+    Subcommand("report", "plot result files", plots.configure_parser, plots.command),
 )
 
 

@@ -6,7 +6,7 @@ import math
 import re
 from decimal import Decimal, InvalidOperation
 
-# Same forms and limits as pi_job.protocol (parse_count, RUN_ID_PATTERN, MAX_*).
+# Same forms and limits as pi_job.core.envelope (parse_count, RUN_ID_PATTERN, MAX_*).
 _COUNT_RE = re.compile(r"[0-9](?:_?[0-9])*(?:\.[0-9](?:_?[0-9])*)?(?:[eE]\+?[0-9]{1,3})?")
 _RUN_ID_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
 _INT_RE = re.compile(r"[+-]?[0-9]+")

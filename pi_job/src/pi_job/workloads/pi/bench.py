@@ -13,7 +13,7 @@ import json
 import sys
 import time
 
-from pi_job import kernel
+from pi_job.workloads.pi import kernel
 
 __all__ = ["command", "configure_parser", "format_table", "main", "measure"]
 
@@ -110,7 +110,7 @@ def command(args: argparse.Namespace) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Stand-alone entry point: ``python -m pi_job.bench [--json] [--seconds S]``."""
+    """Stand-alone entry point: ``python -m pi_job.workloads.pi.bench [--json] [--seconds S]``."""
     parser = argparse.ArgumentParser(
         prog="pi-job bench", description="Darts per second of each kernel backend, one core."
     )

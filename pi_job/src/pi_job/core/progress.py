@@ -7,7 +7,7 @@ import sys
 import time
 from typing import TextIO
 
-log = logging.getLogger("pi_job.master")
+log = logging.getLogger("pi_job.core.master")
 
 
 class Progress:

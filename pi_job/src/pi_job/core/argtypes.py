@@ -7,8 +7,8 @@ import math
 from collections.abc import Callable
 from pathlib import Path
 
-from pi_job.connection import ServerAddress, parse_server
-from pi_job.protocol import ProtocolError, check_run_id, parse_count
+from pi_job.core.connection import ServerAddress, parse_server
+from pi_job.core.envelope import ProtocolError, check_run_id, parse_count
 
 
 class UsageError(Exception):
@@ -24,7 +24,7 @@ def server(text: str) -> ServerAddress:
 
 
 def run_id(text: str) -> str:
-    """A run id (see :data:`pi_job.protocol.RUN_ID_PATTERN`)."""
+    """A run id (see :data:`pi_job.core.envelope.RUN_ID_PATTERN`)."""
     try:
         return check_run_id(text)
     except ProtocolError as exc:

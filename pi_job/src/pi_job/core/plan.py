@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Final
 
-from pi_job.protocol import MAX_JOBS, InvalidValueError, JobSpec, check_run_id
+from pi_job.core.envelope import MAX_JOBS, InvalidValueError, JobSpec, check_run_id
 
 DARTS_PER_SECOND_GUESS: Final = 10**9
 """Assumed speed of one worker, used to size jobs at about one second of work."""

@@ -21,8 +21,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Final
 
-from pi_job.plan import Plan
-from pi_job.protocol import Result, check_run_id
+from pi_job.core.envelope import Result, check_run_id
+from pi_job.core.plan import Plan
 
 JOURNAL_VERSION: Final = 1
 

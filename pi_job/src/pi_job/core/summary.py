@@ -11,8 +11,8 @@ from pathlib import Path
 from typing import Any
 
 from pi_job import __version__
-from pi_job.journal import RunState
-from pi_job.stats import estimate
+from pi_job.core.journal import RunState
+from pi_job.workloads.pi.stats import estimate
 
 
 def iso_time(stamp: float) -> str:

@@ -1,6 +1,6 @@
 """``pi-job run``: plan a run, push its jobs, collect each job's result once, report.
 
-Resumability rests on the journal (:mod:`pi_job.journal`) and one rule of the worker (a result
+Resumability rests on the journal (:mod:`pi_job.core.journal`) and one rule of the worker (a result
 is put *before* its job is deleted). Reconciliation, run at start and after every reconnect:
 
 1. drain the ready results of the run's results tube into the journal;
@@ -27,8 +27,8 @@ from typing import Any, Final
 
 import greenstalk
 
-from pi_job import argtypes
-from pi_job.connection import (
+from pi_job.core import argtypes
+from pi_job.core.connection import (
     CONNECTION_ERRORS,
     Backoff,
     Connector,
@@ -37,11 +37,7 @@ from pi_job.connection import (
     close_quietly,
     connect,
 )
-from pi_job.journal import Journal, JournalError, default_state_dir
-from pi_job.outcome import build_report, iso_time, report_lines, write_json_atomic
-from pi_job.plan import Plan, job_count
-from pi_job.progress import Progress
-from pi_job.protocol import (
+from pi_job.core.envelope import (
     JOBS_TUBE,
     MAX_DARTS,
     MAX_JOB_DARTS,
@@ -53,6 +49,10 @@ from pi_job.protocol import (
     decode_result,
     results_tube,
 )
+from pi_job.core.journal import Journal, JournalError, default_state_dir
+from pi_job.core.plan import Plan, job_count
+from pi_job.core.progress import Progress
+from pi_job.core.summary import build_report, iso_time, report_lines, write_json_atomic
 
 DEFAULT_TTR: Final = 60
 DEFAULT_STALL_TIMEOUT: Final = 60.0
@@ -127,8 +127,8 @@ def new_run_id() -> str:
 def open_existing(options: RunOptions) -> Journal | None:
     """Return the journal to resume, or ``None`` for a new run; check option consistency.
 
-    Raises :class:`~pi_job.journal.UnknownRunError` for ``--resume`` of an unknown run and
-    :class:`~pi_job.argtypes.UsageError` when the options contradict the journal's plan.
+    Raises :class:`~pi_job.core.journal.UnknownRunError` for ``--resume`` of an unknown run and
+    :class:`~pi_job.core.argtypes.UsageError` when the options contradict the journal's plan.
     """
     run_id = options.resume or options.run_id
     if options.resume is not None:

@@ -18,7 +18,7 @@ from collections.abc import Callable
 import numba
 import numpy as np
 
-from pi_job.kernel import GAMMA, MASK31, MASK64, MIX1, MIX2
+from pi_job.workloads.pi.kernel import GAMMA, MASK31, MASK64, MIX1, MIX2
 
 __all__ = ["SLICE", "count_outside", "warm_up"]
 

@@ -16,9 +16,9 @@ from typing import Any, Final
 
 import greenstalk
 
-from pi_job import argtypes
-from pi_job.connection import CONNECTION_ERRORS, ServerAddress, close_quietly, connect
-from pi_job.protocol import (
+from pi_job.core import argtypes
+from pi_job.core.connection import CONNECTION_ERRORS, ServerAddress, close_quietly, connect
+from pi_job.core.envelope import (
     BURIED_TUBE,
     JOBS_TUBE,
     RESULTS_TUBE_PREFIX,

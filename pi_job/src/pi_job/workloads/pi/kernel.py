@@ -112,7 +112,7 @@ def count_outside_python(base: int, n: int) -> int:
 def _numba_counter() -> OutsideCounter | None:
     """Return the numba backend's counter, or ``None`` when numba cannot be imported."""
     try:
-        from pi_job import kernel_numba
+        from pi_job.workloads.pi import kernel_numba
     except ImportError:
         return None
     return kernel_numba.count_outside
@@ -126,7 +126,7 @@ def _counter(backend: str) -> OutsideCounter:
             raise ValueError("backend 'numba' is not available (numba cannot be imported)")
         return counter
     if backend == "numpy":
-        from pi_job import kernel_numpy
+        from pi_job.workloads.pi import kernel_numpy
 
         return kernel_numpy.count_outside
     if backend == "python":
@@ -176,6 +176,6 @@ def warm_up() -> None:
     A no-op when numba is not available.
     """
     if _numba_counter() is not None:
-        from pi_job import kernel_numba
+        from pi_job.workloads.pi import kernel_numba
 
         kernel_numba.warm_up()

@@ -12,7 +12,7 @@ import functools
 import numpy as np
 import numpy.typing as npt
 
-from pi_job.kernel import GAMMA, MASK31, MASK64, MIX1, MIX2
+from pi_job.workloads.pi.kernel import GAMMA, MASK31, MASK64, MIX1, MIX2
 
 __all__ = ["CHUNK", "count_outside"]
 

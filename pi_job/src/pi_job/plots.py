@@ -19,7 +19,7 @@ study, matplotlib missing, output not writable); 2 bad input (missing file, inva
 keys), reported as one line on stderr.
 
 matplotlib (and numpy) are imported only inside the plotting functions, with the headless ``Agg``
-backend selected before ``pyplot`` is imported, so ``import pi_job.report`` stays cheap.
+backend selected before ``pyplot`` is imported, so ``import pi_job.plots`` stays cheap.
 """
 
 from __future__ import annotations
@@ -523,7 +523,7 @@ def command(args: argparse.Namespace) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Stand-alone entry point (``python -m pi_job.report``) until ``cli.py`` registers it."""
+    """Stand-alone entry point (``python -m pi_job.plots``) until ``cli.py`` registers it."""
     parser = argparse.ArgumentParser(prog=PROG, description="Plots from master result files.")
     configure_parser(parser)
     return command(parser.parse_args(argv))

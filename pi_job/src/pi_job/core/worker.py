@@ -26,8 +26,8 @@ from typing import Final
 
 import greenstalk
 
-from pi_job import argtypes, kernel
-from pi_job.connection import (
+from pi_job.core import argtypes
+from pi_job.core.connection import (
     CONNECTION_ERRORS,
     Backoff,
     Connector,
@@ -35,7 +35,7 @@ from pi_job.connection import (
     close_quietly,
     connect,
 )
-from pi_job.protocol import (
+from pi_job.core.envelope import (
     BURIED_TUBE,
     JOBS_TUBE,
     PROTOCOL_VERSION,
@@ -46,7 +46,8 @@ from pi_job.protocol import (
     decode_job,
     results_tube,
 )
-from pi_job.sdnotify import Notifier
+from pi_job.core.sdnotify import Notifier
+from pi_job.workloads.pi import kernel
 
 CHUNK_DARTS: Final = {"numba": 2**25, "numpy": 2**22, "python": 2**16}
 """Default darts per chunk: roughly 10-50 ms of work for each backend."""

@@ -1,0 +1,1 @@
+"""Generic queue machinery: connections, envelopes, journal, master, worker, status."""

@@ -1,0 +1,1 @@
+"""Monte-Carlo pi ("throwing darts"): the first workload."""
