@@ -17,7 +17,7 @@ def test_beanstalkd_active_with_binlog(host):
     pid = unit_props(host, "beanstalkd.service", "MainPID")["MainPID"]
     cmdline = host.file(f"/proc/{pid}/cmdline").content_string.replace("\0", " ")
     assert "-b /var/lib/beanstalkd" in cmdline, cmdline + journal(host, "beanstalkd.service")
-    user = host.check_output(f"ps -o user= -p {pid}").strip()
+    user = host.check_output(f"stat -c %U /proc/{pid}").strip()
     assert user == "beanstalkd", user
 
 
