@@ -356,12 +356,12 @@ def ansible_env() -> dict[str, str]:
     return env
 
 
-def playbook(name: str, *extra: str, timeout: int = 600) -> subprocess.CompletedProcess:
+def playbook(name: str, *extra: str, timeout: int = 600, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
     """Run a repository playbook against molecule's inventory (the venv's ansible-playbook)."""
     exe = str(Path(sys.executable).parent / "ansible-playbook")
     return subprocess.run(
         args=[exe, str(REPO / name), "-i", inventory_dir(), *extra],
-        check=False, cwd=REPO, env=ansible_env(), capture_output=True, text=True, timeout=timeout,
+        check=False, cwd=REPO, env={**ansible_env(), **(env or {})}, capture_output=True, text=True, timeout=timeout,
     )
 
 
