@@ -27,7 +27,7 @@ from typing import Any, Final
 
 import greenstalk
 
-from pi_job.core import argtypes
+from pi_job.core import argtypes, runlock
 from pi_job.core.connection import (
     CONNECTION_ERRORS,
     Backoff,
@@ -61,6 +61,8 @@ DEFAULT_CONNECT_TIMEOUT: Final = 10.0
 DEFAULT_PRIORITY: Final = 2**16
 POLL_SECONDS: Final = 1
 PUSH_SYNC_EVERY: Final = 1000
+EXIT_STALLED: Final = 3
+"""Exit code of a stalled run (no worker took a job for the stall timeout)."""
 WORKERS_REFRESH: Final = 2.0
 """Seconds between queries of the connected worker count for the progress display."""
 
@@ -429,6 +431,7 @@ def first_connect(options: RunOptions, tube: str) -> greenstalk.Client[bytes]:
 
 def execute(options: RunOptions) -> dict[str, Any]:
     """Run (or resume) a run to completion and return its report."""
+    runlock.hold(options.state_dir, options.resume or options.run_id)  # one master per run
     journal = open_existing(options)
     if journal is not None and journal.state.finished is not None:
         log.info("run %s is already finished; reporting it again", journal.state.plan.run_id)
@@ -553,6 +556,9 @@ def command(args: argparse.Namespace) -> int:
     options = RunOptions.from_args(args)
     try:
         report = execute(options)
+    except StalledError as exc:  # distinct: a restart cannot fix it (systemd unit)
+        print(f"pi-job run: {exc}", file=sys.stderr)
+        return EXIT_STALLED
     except (MasterError, JournalError) as exc:
         print(f"pi-job run: {exc}", file=sys.stderr)
         return 1

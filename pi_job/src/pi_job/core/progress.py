@@ -7,6 +7,8 @@ import sys
 import time
 from typing import TextIO
 
+from pi_job.core.sdnotify import Notifier
+
 log = logging.getLogger("pi_job.core.master")
 
 
@@ -33,6 +35,7 @@ class Progress:
         self._last = 0.0
         self._base_darts: int | None = None
         self._drawn = False
+        self._notifier = Notifier()  # `systemctl status` line under systemd, else a no-op
 
     def due(self) -> bool:
         """True when :meth:`update` would draw now."""
@@ -54,6 +57,11 @@ class Progress:
         rate = (done_darts - self._base_darts) / elapsed if elapsed > 0 else 0.0
         percent = 100.0 * done_darts / self.darts
         who = "" if workers is None else f", {workers} workers"
+        eta = (self.darts - done_darts) / rate if rate > 0 else None
+        self._notifier.status(
+            f"run {self.run_id}: {done_jobs}/{self.jobs} jobs ({percent:.1f}%), {rate:.3g} darts/s"
+            f"{who}, ETA {'?' if eta is None else f'{eta:.0f} s'}"
+        )
         if self.tty:
             width = 30
             filled = int(width * done_darts / self.darts)
