@@ -78,3 +78,33 @@ def test_hold_is_reentrant_and_none_is_free(tmp_path: Path) -> None:
     runlock.release(runlock.lock_path(tmp_path / "s", "mine"))
     assert runlock.holder_pid(tmp_path / "s", "mine") is None
     assert not runlock.lock_path(tmp_path / "s", "mine").exists()
+
+
+def test_runs_lists_cancels_and_prunes(cluster: Cluster) -> None:
+    """`pi-job runs`: a finished run and a stopped one; --cancel empties the queue; --prune."""
+    state = ["--state-dir", str(cluster.state_dir)]
+    cluster.worker()
+    done = cluster.run_master("--darts", "4e6", "--seed", "1", "--run-id", "done", timeout=60)
+    assert done.returncode == 0, done.stderr
+    cluster.stop_all()
+    idle = cluster.master("--darts", "1e7", "--seed", "2", "--run-id", "idle", "--job-darts", "1e6")
+    journal = cluster.state_dir / "idle.jsonl"
+    wait_for(lambda: journal.exists() and journal.read_text().count('"pushed"') == 10)
+    listed = {r["run_id"]: r for r in json.loads(cluster.run("runs", *state, "--json").stdout)}
+    assert listed["done"]["state"] == "finished" and listed["done"]["percent"] == 100.0
+    assert listed["idle"]["state"] == "running" and listed["idle"]["master_pid"] == idle.pid
+    refused = cluster.run("runs", *state, "--cancel", "idle", "--server", cluster.server.address)
+    assert refused.returncode == 2 and f"live master (pid {idle.pid})" in refused.stderr
+    idle.kill()
+    idle.wait(10)
+    out = cluster.run("runs", *state, "--cancel", "idle", "--server", cluster.server.address)
+    assert out.returncode == 0, out.stderr
+    assert "10 queued jobs deleted" in out.stdout, out.stdout
+    assert cluster.server.tube("pi.jobs").get("current-jobs-ready", 0) == 0
+    table = cluster.run("runs", *state).stdout
+    assert "cancelled" in table and "finished" in table, table
+    assert cluster.run("runs", *state, "--prune", "1").stdout.strip() == "pruned 0 runs"
+    assert cluster.run("runs", *state, "--prune", "0").stdout.split() == [
+        "pruned", "2", "runs:", "done", "idle",
+    ]  # fmt: skip
+    assert not list(cluster.state_dir.glob("*.jsonl"))

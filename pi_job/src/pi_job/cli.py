@@ -12,7 +12,7 @@ from collections.abc import Callable
 from typing import NamedTuple, NoReturn
 
 from pi_job import __version__, plots
-from pi_job.core import logging_setup, master, status, worker
+from pi_job.core import logging_setup, master, runs, status, worker
 from pi_job.core.argtypes import UsageError
 from pi_job.workloads.pi import bench
 
@@ -36,6 +36,9 @@ SUBCOMMANDS: tuple[Subcommand, ...] = (
         "show tubes, workers, runs and buried jobs",
         status.configure_parser,
         status.command,
+    ),
+    Subcommand(
+        "runs", "list this host's runs; cancel or prune them", runs.configure_parser, runs.command
     ),
     Subcommand("bench", "measure the dart kernels", bench.configure_parser, bench.command),
     Subcommand("report", "plot result files", plots.configure_parser, plots.command),
