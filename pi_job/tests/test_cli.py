@@ -96,7 +96,7 @@ def test_bad_run_combinations(beanstalkd: Beanstalkd, tmp_path, capsys) -> None:
     assert_usage_error(capsys, base, "--darts is required")
     assert_usage_error(capsys, [*base, "--darts", "1e15", "--job-darts", "1"], "max 1000000 jobs")
     assert_usage_error(capsys, [*base, "--resume", "a", "--run-id", "b"], "different runs")
-    Journal.create(state, Plan("known", 5, 1000, 10, 60, 0)).close()
+    Journal.create(state, Plan("known", "pi", 5, 10, 60, 0, {"darts": 1000, "jobs": 10})).close()
     assert_usage_error(capsys, [*base, "--run-id", "known", "--darts", "2000"], "--darts 2000")
     assert_usage_error(capsys, [*base, "--run-id", "known", "--seed", "6"], "--seed 6")
     assert_nothing_queued(beanstalkd)

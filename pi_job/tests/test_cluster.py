@@ -10,7 +10,7 @@ import time
 import greenstalk
 from conftest import BACKEND, Beanstalkd, Cluster, expected_inside, free_port, wait_for
 
-from pi_job.core.envelope import Result, decode_job, results_tube
+from pi_job.core.envelope import Answer, decode_job, results_tube
 from pi_job.workloads.pi import kernel
 
 REPORT_KEYS = {
@@ -18,11 +18,14 @@ REPORT_KEYS = {
     "duplicates", "redeliveries", "seconds", "darts_per_second", "per_host", "per_job",
     "job_darts", "workers", "started", "finished", "version",
 }  # fmt: skip
+"""Every key pi has always written (existing result files and tools rely on them)."""
+ENVELOPE_KEYS = {"workload", "rejected", "params", "verification"}
 
 
 def check_report(report: dict, seed: int, darts: int) -> None:
     """Right keys, exact darts, exact count, pi within 5 standard errors."""
-    assert set(report) == REPORT_KEYS
+    assert set(report) == REPORT_KEYS | ENVELOPE_KEYS
+    assert report["workload"] == "pi" and report["rejected"] == 0
     assert report["darts"] == darts
     assert sum(job["darts"] for job in report["per_job"]) == darts
     assert [job["job"] for job in report["per_job"]] == list(range(report["jobs"]))
@@ -129,7 +132,8 @@ def test_redelivered_job_counted_once(cluster: Cluster, beanstalkd: Beanstalkd) 
     job_a = slow.reserve(timeout=5)  # the slow first worker of job A
     job_b = slow.reserve(timeout=5)  # held (touched) so that the run cannot finish early
     spec = decode_job(job_a.body)
-    inside = kernel.count_inside(kernel.job_seed(spec.seed, spec.job), spec.darts, backend=BACKEND)
+    darts = spec.spec["darts"]
+    inside = kernel.count_inside(spec.spec["seed"], darts, backend=BACKEND)
     cluster.worker()
 
     def job_a_answered() -> bool:
@@ -141,9 +145,8 @@ def test_redelivered_job_counted_once(cluster: Cluster, beanstalkd: Beanstalkd) 
         return False
 
     wait_for(job_a_answered, timeout=30, interval=0.2)
-    late = Result(
-        spec.run, spec.job, spec.darts, inside, "slowhost", "slow-worker", 9.0, 1, BACKEND
-    )
+    value = {"darts": darts, "inside": inside, "backend": BACKEND}
+    late = Answer(spec.run, spec.job, "slowhost", "slow-worker", 9.0, 1, value)
     slow.put(late.encode())
     slow.release(job_b)
     slow.close()
@@ -155,21 +158,24 @@ def test_redelivered_job_counted_once(cluster: Cluster, beanstalkd: Beanstalkd) 
     assert report["redeliveries"] >= 2  # job A after its TTR, job B after its release
 
 
+H = b'{"v":2,"run":"r1","job":0,"w":"pi","spec":'
 MALFORMED = [
     b"not json at all",
-    b'{"v":1,"run":"r1","job":"0","seed":1,"darts":10}',
-    b'{"v":1,"run":"r1","job":0,"seed":1,"darts":true}',
-    b'{"v":1,"run":"r1","job":0,"seed":1,"darts":-5}',
-    b'{"v":1,"run":"r1","job":0,"seed":1,"darts":10000000000000}',
-    b'{"v":1,"run":"r1","job":0,"seed":1,"darts":1000000.0}',
-    b'{"v":2,"run":"r1","job":0,"seed":1,"darts":10}',
-    b'{"v":1,"run":"r1","job":0,"seed":1,"darts":10,"extra":1}',
-    b'{"v":1,"run":"r1","job":0,"seed":1,"darts":10,"darts":11}',
-    b'{"v":1,"run":"bad run","job":0,"seed":1,"darts":10}',
+    b'{"v":2,"run":"r1","job":"0","w":"pi","spec":{"seed":1,"darts":10}}',
+    H + b'{"seed":1,"darts":true}}',
+    H + b'{"seed":1,"darts":-5}}',
+    H + b'{"seed":1,"darts":10000000000000}}',
+    H + b'{"seed":1,"darts":1000000.0}}',
+    b'{"v":1,"run":"r1","job":0,"seed":1,"darts":10}',
+    H + b'{"seed":1,"darts":10,"extra":1}}',
+    H + b'{"seed":1,"darts":10,"darts":11}}',
+    b'{"v":2,"run":"bad run","job":0,"w":"pi","spec":{"seed":1,"darts":10}}',
     b"\xff\xfe\x00\x01binary garbage\x80",
-    b'{"v":1,"pad":"' + b"x" * 6000 + b'"}',
+    b'{"v":2,"pad":"' + b"x" * 6000 + b'"}',
     b"[" * 1500 + b"]" * 1500,
     b"[1,2,3]",
+    b'{"v":2,"run":"r1","job":0,"w":"no-such-workload","spec":{}}',
+    H + b'{"seed":1,"darts":10}}\npayload for a job that takes none',
 ]
 
 
@@ -188,8 +194,9 @@ def test_malformed_jobs_buried_with_reasons(cluster: Cluster, beanstalkd: Beanst
     assert sorted(reasons) == ids
     assert all(reason for reason in reasons.values())
     assert "bool" in reasons[ids[2]] and "version" in reasons[ids[6]]
-    assert "unknown keys" in reasons[ids[7]] and "UTF-8" in reasons[ids[10]]
-    assert "exceeds" in reasons[ids[11]] and "deep" in reasons[ids[12]]
+    assert "unknown spec keys" in reasons[ids[7]] and "UTF-8" in reasons[ids[10]]
+    assert "no header line" in reasons[ids[11]] and "deep" in reasons[ids[12]]
+    assert "unknown workload" in reasons[ids[14]] and "payload" in reasons[ids[15]]
     assert status["tubes"]["pi.jobs"]["buried"] == len(MALFORMED)
     # the records were released again: a second status sees them too
     again = json.loads(cluster.run("status", "--server", beanstalkd.address, "--json").stdout)
@@ -297,3 +304,20 @@ def test_server_lost_its_jobs(cluster: Cluster, beanstalkd: Beanstalkd) -> None:
     pushed = [rec for rec in cluster.journal("lost") if rec["type"] == "pushed"]
     assert len(pushed) == 20  # every job pushed once more, none counted twice
     assert "pushed jobs are gone from the server" in cluster.log_of(master)
+
+
+# Counts measured with the code before the workload interface (commit 065c4ba), same seed,
+# darts and job size: pi on the interface must give exactly these.
+PINNED = [
+    ("7", "1e7", "1e6", 7_852_281),
+    ("20261127", "123456789", "1e7", 96_962_546),
+    ("1", "1000", "7", 776),
+]
+
+
+def test_pi_on_the_interface_keeps_the_pinned_counts(cluster: Cluster) -> None:
+    cluster.worker()
+    for seed, darts, job_darts, inside in PINNED:
+        proc = cluster.run_master("--darts", darts, "--job-darts", job_darts, "--seed", seed)
+        assert proc.returncode == 0, proc.stderr
+        assert json.loads(proc.stdout)["inside"] == inside

@@ -13,22 +13,23 @@ import socket
 import pytest
 from conftest import Cluster, wait_for
 
+from pi_job import workloads
 from pi_job.core import logging_setup
 from pi_job.core.connection import Backoff, parse_server
 from pi_job.core.envelope import (
-    MAX_DARTS,
+    Answer,
+    InputRef,
     InvalidBodyError,
-    InvalidValueError,
-    JobSpec,
-    Result,
+    Job,
+    decode_answer,
     decode_job,
-    decode_result,
-    parse_count,
 )
 from pi_job.core.journal import CorruptJournalError, Journal, RunExistsError, UnknownRunError
-from pi_job.core.plan import Plan, job_count
+from pi_job.core.plan import Plan
 from pi_job.core.sdnotify import Notifier
+from pi_job.limits import MAX_DARTS, InvalidValueError, parse_count
 from pi_job.workloads.pi.stats import estimate
+from pi_job.workloads.pi.workload import job_count, job_darts
 
 
 @pytest.mark.parametrize(
@@ -57,23 +58,31 @@ def test_parse_count_rejects(text: str) -> None:
 
 
 def test_job_roundtrip_and_strictness() -> None:
-    spec = JobSpec("run-1", 3, 2**63 - 1, 10**12)
-    assert decode_job(spec.encode()) == spec
-    good = json.loads(spec.encode())
-    for key, bad in [("darts", True), ("job", 1.0), ("seed", -1), ("darts", 0), ("v", 2)]:
+    job = Job("run-1", 3, "pi", {"seed": 2**63 - 1, "darts": 10**12}, b"\x00bulk\n")
+    assert decode_job(job.encode()) == job
+    head, _, payload = job.encode().partition(b"\n")
+    good = json.loads(head)
+    assert payload == b"\x00bulk\n"
+    for key, bad in [("job", 1.0), ("job", -1), ("w", ""), ("spec", [1]), ("v", 1), ("run", "a b")]:
         with pytest.raises(InvalidBodyError):
             decode_job(json.dumps({**good, key: bad}).encode())
     with pytest.raises(InvalidBodyError, match="missing keys"):
-        decode_job(json.dumps({k: v for k, v in good.items() if k != "seed"}).encode())
+        decode_job(json.dumps({k: v for k, v in good.items() if k != "spec"}).encode())
     with pytest.raises(InvalidBodyError, match="non-finite"):
-        decode_job(b'{"v":1,"run":"r","job":0,"seed":NaN,"darts":1}')
+        decode_job(b'{"v":2,"run":"r","job":0,"w":"pi","spec":{"seed":NaN}}')
+    with pytest.raises(InvalidBodyError, match="no header line"):
+        decode_job(b"x" * 5000)
 
 
-def test_result_roundtrip_and_range() -> None:
-    result = Result("r", 0, 100, 80, "h", "h:1", 0.5, 1, "numba")
-    assert decode_result(result.encode()) == result
-    with pytest.raises(InvalidBodyError, match="inside"):
-        decode_result(Result("r", 0, 100, 101, "h", "h:1", 0.5, 1, "numba").encode())
+def test_answer_roundtrip_and_pi_checks() -> None:
+    answer = Answer("r", 0, "h", "h:1", 0.5, 1, {"darts": 100, "inside": 80, "backend": "numba"})
+    assert decode_answer(answer.encode()) == answer
+    pi = workloads.get("pi")
+    params = {"darts": 1000, "jobs": 10}
+    pi.check_answer(params, 0, answer.value, b"")
+    for bad in [{**answer.value, "inside": 101}, {**answer.value, "darts": 99}, {"darts": 100}]:
+        with pytest.raises(InvalidBodyError):
+            pi.check_answer(params, 0, bad, b"")
 
 
 def test_parse_server() -> None:
@@ -84,11 +93,11 @@ def test_parse_server() -> None:
             parse_server(bad)
 
 
-def test_plan_darts_sum_exactly() -> None:
-    plan = Plan("p", 1, 10**9 + 7, 16, 60, 0)
-    sizes = [plan.job_darts(i) for i in range(plan.jobs)]
-    assert sum(sizes) == plan.darts and max(sizes) - min(sizes) == 1
-    assert sizes[:7] == [plan.max_job_darts] * 7
+def test_pi_darts_sum_exactly() -> None:
+    darts, jobs = 10**9 + 7, 16
+    sizes = [job_darts(darts, jobs, i) for i in range(jobs)]
+    assert sum(sizes) == darts and max(sizes) - min(sizes) == 1
+    assert sizes[:7] == [sizes[0]] * 7
     assert job_count(10**6, None, 3) == 12  # >= 4 jobs per worker
     assert job_count(10, None, 5) == 10  # never more jobs than darts
     assert job_count(5 * 10**9 + 1, None, 0) == 6  # <= 1e9 darts per job
@@ -105,12 +114,14 @@ def test_estimate() -> None:
 
 
 def test_journal_replay_and_torn_line(tmp_path) -> None:
-    plan = Plan("j1", 1, 100, 2, 60, 0)
+    plan = Plan("j1", "pi", 1, 2, 60, 0, {"darts": 100, "jobs": 2})
     with Journal.create(tmp_path, plan) as journal:
         journal.start_session()
         journal.pushed(0, 11)
         journal.pushed(1, 12)
-        result = Result("j1", 0, 50, 40, "h", "w", 0.1, 1, "numba")
+        result = Answer("j1", 0, "h", "w", 0.1, 1, {"darts": 50, "inside": 40, "backend": "x"})
+        journal.input("B", InputRef((5, 6), "0" * 64, 10))
+        journal.rejected("bad", 101)
         journal.result(result, 99)
         journal.duplicate(result, 100)
     with pytest.raises(RunExistsError):
@@ -123,6 +134,8 @@ def test_journal_replay_and_torn_line(tmp_path) -> None:
     assert state.pushed == {0: 11, 1: 12}
     assert list(state.results) == [0] and state.duplicates == 1 and state.missing() == [1]
     assert state.result_ids == {99, 100}
+    assert state.rejected == 1 and state.inputs == {"B": InputRef((5, 6), "0" * 64, 10)}
+    assert state.results[0].value["inside"] == 40
     journal.close()
     assert path.read_text().endswith("}\n")
     with pytest.raises(UnknownRunError):

@@ -11,9 +11,9 @@ import sys
 from collections.abc import Callable
 from typing import NamedTuple, NoReturn
 
-from pi_job import __version__, plots
+from pi_job import __version__, plots, workloads
 from pi_job.core import logging_setup, master, runs, status, worker
-from pi_job.core.argtypes import UsageError
+from pi_job.errors import PiJobError, UsageError
 from pi_job.workloads.pi import bench
 
 
@@ -26,10 +26,24 @@ class Subcommand(NamedTuple):
     run: Callable[[argparse.Namespace], int]
 
 
+def configure_workloads(parser: argparse.ArgumentParser) -> None:
+    """``pi-job workloads`` has no options."""
+
+
+def list_workloads(args: argparse.Namespace) -> int:
+    """Print one line per installed workload."""
+    for name in workloads.names():
+        print(f"{name:<12} {workloads.get(name).description}")
+    return 0
+
+
 SUBCOMMANDS: tuple[Subcommand, ...] = (
     Subcommand("worker", "serve jobs from beanstalkd", worker.configure_parser, worker.command),
     Subcommand(
-        "run", "estimate pi: plan, push, collect, report", master.configure_parser, master.command
+        "run",
+        "run a workload: plan, push, collect",
+        master.configure_parser,
+        master.command,
     ),
     Subcommand(
         "status",
@@ -37,6 +51,7 @@ SUBCOMMANDS: tuple[Subcommand, ...] = (
         status.configure_parser,
         status.command,
     ),
+    Subcommand("workloads", "list the installed workloads", configure_workloads, list_workloads),
     Subcommand(
         "runs", "list this host's runs; cancel or prune them", runs.configure_parser, runs.command
     ),
@@ -78,6 +93,9 @@ def main(argv: list[str] | None = None) -> int:
     except UsageError as exc:
         subparser: OneLineParser = args.subparser
         subparser.error(str(exc))
+    except PiJobError as exc:
+        print(f"pi-job {args.command}: {' '.join(str(exc).split())}", file=sys.stderr)
+        return exc.exit_code
 
 
 if __name__ == "__main__":

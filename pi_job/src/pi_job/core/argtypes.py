@@ -3,23 +3,19 @@
 from __future__ import annotations
 
 import argparse
-import math
 from collections.abc import Callable
 from pathlib import Path
 
 from pi_job.core.connection import ServerAddress, parse_server
-from pi_job.core.envelope import ProtocolError, check_run_id, parse_count
-
-
-class UsageError(Exception):
-    """A combination of command-line values is invalid (exit code 2, nothing done)."""
+from pi_job.errors import UsageError
+from pi_job.limits import check_run_id, parse_count, parse_int, parse_seconds
 
 
 def server(text: str) -> ServerAddress:
     """``HOST:PORT`` with port 1..65535."""
     try:
         return parse_server(text)
-    except ProtocolError as exc:
+    except UsageError as exc:
         raise argparse.ArgumentTypeError(str(exc)) from None
 
 
@@ -27,7 +23,7 @@ def run_id(text: str) -> str:
     """A run id (see :data:`pi_job.core.envelope.RUN_ID_PATTERN`)."""
     try:
         return check_run_id(text)
-    except ProtocolError as exc:
+    except UsageError as exc:
         raise argparse.ArgumentTypeError(str(exc)) from None
 
 
@@ -37,7 +33,7 @@ def count(maximum: int, minimum: int = 1) -> Callable[[str], int]:
     def convert(text: str) -> int:
         try:
             return parse_count(text, maximum, minimum)
-        except ProtocolError as exc:
+        except UsageError as exc:
             raise argparse.ArgumentTypeError(str(exc)) from None
 
     return convert
@@ -47,14 +43,10 @@ def integer(minimum: int, maximum: int) -> Callable[[str], int]:
     """A plain decimal integer in ``minimum..maximum``."""
 
     def convert(text: str) -> int:
-        stripped = text.strip()
-        digits = stripped[1:] if stripped[:1] in "+-" else stripped
-        if not digits.isascii() or not digits.isdigit():
-            raise argparse.ArgumentTypeError(f"not an integer: {text!r}")
-        value = int(stripped)
-        if not minimum <= value <= maximum:
-            raise argparse.ArgumentTypeError(f"{value} is out of range {minimum}..{maximum}")
-        return value
+        try:
+            return parse_int(text, minimum, maximum)
+        except UsageError as exc:
+            raise argparse.ArgumentTypeError(str(exc)) from None
 
     return convert
 
@@ -64,12 +56,9 @@ def seconds(minimum: float, maximum: float) -> Callable[[str], float]:
 
     def convert(text: str) -> float:
         try:
-            value = float(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"not a number of seconds: {text!r}") from None
-        if not math.isfinite(value) or not minimum <= value <= maximum:
-            raise argparse.ArgumentTypeError(f"{text!r} is out of range {minimum:g}..{maximum:g}")
-        return value
+            return parse_seconds(text, minimum, maximum)
+        except UsageError as exc:
+            raise argparse.ArgumentTypeError(str(exc)) from None
 
     return convert
 

@@ -22,7 +22,7 @@ from typing import Final
 
 import greenstalk
 
-from pi_job.core.envelope import InvalidValueError
+from pi_job.limits import InvalidValueError
 
 CONNECTION_ERRORS: Final = (OSError, greenstalk.UnknownResponseError)
 """Exceptions meaning "the connection is unusable": drop the client and reconnect."""

@@ -1,59 +1,40 @@
-"""Wire protocol: tube names, limits, versioned JSON bodies and their strict validation.
+"""Wire format: tube names and the two bodies that cross beanstalkd, a job and its answer.
 
-Everything that crosses beanstalkd is JSON encoded as UTF-8 with a version field ``v``.
-Decoding is strict: any deviation (types, ranges, sizes, unknown keys, duplicate keys,
-non-finite numbers, invalid UTF-8, nesting) raises :class:`InvalidBodyError` with a short reason,
-so that a worker can bury the job and say why. Nothing is ever unpickled or evaluated.
+A body is a JSON header (UTF-8, at most :data:`~pi_job.limits.MAX_HEADER_BYTES`), then a newline,
+then an optional binary payload (bulk data such as a block of a matrix, never base64 in JSON).
+Headers carry a version ``v``; the workload's own part is the ``spec`` of a job and the
+``value`` of an answer, both JSON objects that the workload validates. Decoding is strict: any
+deviation (types, ranges, sizes, unknown keys, duplicate keys, non-finite numbers, invalid
+UTF-8, nesting) raises :class:`InvalidBodyError` with a short reason, so that a worker can bury
+the job and say why. Nothing is ever unpickled or evaluated.
 """
 
 from __future__ import annotations
 
 import json
 import re
-from dataclasses import asdict, dataclass
-from decimal import Decimal, InvalidOperation
+from dataclasses import asdict, dataclass, field
 from typing import Any, Final
 
-PROTOCOL_VERSION: Final = 1
+from pi_job.limits import MAX_HEADER_BYTES, MAX_JOBS, MAX_TEXT, RUN_ID_PATTERN, check_run_id
+
+PROTOCOL_VERSION: Final = 2
 
 JOBS_TUBE: Final = "pi.jobs"
 BURIED_TUBE: Final = "pi.buried"
 RESULTS_TUBE_PREFIX: Final = "pi.results."
+DATA_TUBE_PREFIX: Final = "pi.data."
+"""Tube of a run's shared inputs (never watched: workers read them with ``peek`` by id)."""
 
-MAX_DARTS: Final = 10**15
-"""Largest number of darts one run may ask for."""
-MAX_JOB_DARTS: Final = 10**12
-"""Largest number of darts in one job."""
-MAX_JOBS: Final = 10**6
-"""Largest number of jobs in one run (bounds the journal and the queue)."""
-MAX_SEED: Final = 2**63 - 1
-MAX_PRIORITY: Final = 2**32 - 1
-MAX_TTR: Final = 86_400
-MAX_BODY_BYTES: Final = 4096
-"""Largest job or result body accepted (real ones are about 100 and 250 bytes)."""
-MAX_TEXT: Final = 255
-"""Longest host, worker or backend name in a result."""
-
-RUN_ID_PATTERN: Final = r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}"
 _RUN_ID_RE: Final = re.compile(RUN_ID_PATTERN)
-_COUNT_RE: Final = re.compile(r"[0-9](?:_?[0-9])*(?:\.[0-9](?:_?[0-9])*)?(?:[eE]\+?[0-9]{1,3})?")
-
-_JOB_KEYS: Final = frozenset({"v", "run", "job", "seed", "darts"})
-_RESULT_KEYS: Final = frozenset(
-    {"v", "run", "job", "darts", "inside", "host", "worker", "seconds", "reserves", "backend"}
+_JOB_KEYS: Final = frozenset({"v", "run", "job", "w", "spec", "inputs"})
+_ANSWER_KEYS: Final = frozenset(
+    {"v", "run", "job", "host", "worker", "seconds", "reserves", "value"}
 )
 
 
-class ProtocolError(ValueError):
-    """Base class of the protocol's validation errors."""
-
-
-class InvalidBodyError(ProtocolError):
-    """A job or result body that does not follow the protocol; ``str()`` is the reason."""
-
-
-class InvalidValueError(ProtocolError):
-    """A command-line or configuration value outside its allowed form or range."""
+class InvalidBodyError(ValueError):
+    """A job or answer body that does not follow the protocol; ``str()`` is the reason."""
 
 
 def results_tube(run_id: str) -> str:
@@ -61,105 +42,141 @@ def results_tube(run_id: str) -> str:
     return RESULTS_TUBE_PREFIX + check_run_id(run_id)
 
 
-def check_run_id(run_id: str) -> str:
-    """Return ``run_id`` if it is a valid run id, else raise :class:`InvalidValueError`."""
-    if not _RUN_ID_RE.fullmatch(run_id):
-        raise InvalidValueError(f"invalid run id {run_id!r} (expected {RUN_ID_PATTERN})")
-    return run_id
-
-
-def parse_count(text: str, maximum: int, minimum: int = 1) -> int:
-    """Parse an exact integer count such as ``1000``, ``1e9``, ``1_000_000`` or ``2.5e9``.
-
-    The value must be an exact integer (``2.5e9`` is, ``2.5`` and ``1e-3`` are not) between
-    ``minimum`` and ``maximum``. No float is ever involved, so ``12345678901234567`` stays exact.
-    Raises :class:`InvalidValueError`.
-    """
-    cleaned = text.strip()
-    if not _COUNT_RE.fullmatch(cleaned):
-        raise InvalidValueError(f"not a count: {text!r} (use e.g. 1000000, 1e9, 1_000_000, 2.5e9)")
-    try:
-        value = Decimal(cleaned.replace("_", ""))
-    except InvalidOperation as exc:  # pragma: no cover - the regex already rejects these
-        raise InvalidValueError(f"not a count: {text!r}") from exc
-    if value != value.to_integral_value():
-        raise InvalidValueError(f"not a whole number: {text!r}")
-    number = int(value)
-    if not minimum <= number <= maximum:
-        raise InvalidValueError(f"{text!r} is out of range {minimum}..{maximum}")
-    return number
+def data_tube(run_id: str) -> str:
+    """Return the name of the shared-inputs tube of run ``run_id``."""
+    return DATA_TUBE_PREFIX + check_run_id(run_id)
 
 
 @dataclass(frozen=True, slots=True)
-class JobSpec:
-    """One job of a run: throw ``darts`` darts with the seed derived from ``(seed, job)``."""
+class InputRef:
+    """Where a run input lives on the server: the ids of its chunks and the sha256 of it all."""
+
+    ids: tuple[int, ...]
+    sha256: str
+    size: int
+
+    def to_json(self) -> dict[str, Any]:
+        """JSON form."""
+        return {"ids": list(self.ids), "sha256": self.sha256, "size": self.size}
+
+    @classmethod
+    def from_json(cls, obj: object) -> InputRef:
+        """Validate and build from the JSON form."""
+        if not isinstance(obj, dict) or set(obj) != {"ids", "sha256", "size"}:
+            raise InvalidBodyError("an input must be {ids, sha256, size}")
+        ids, digest, size = obj["ids"], obj["sha256"], obj["size"]
+        if not isinstance(ids, list) or not 0 < len(ids) <= 4096:
+            raise InvalidBodyError("input 'ids' must be a list of 1..4096 job ids")
+        if not all(isinstance(i, int) and not isinstance(i, bool) and i > 0 for i in ids):
+            raise InvalidBodyError("input 'ids' must be positive integers")
+        if not isinstance(digest, str) or not re.fullmatch(r"[0-9a-f]{64}", digest):
+            raise InvalidBodyError("input 'sha256' must be 64 hex digits")
+        if isinstance(size, bool) or not isinstance(size, int) or size < 0:
+            raise InvalidBodyError("input 'size' must be a non-negative integer")
+        return cls(tuple(ids), digest, size)
+
+
+@dataclass(frozen=True, slots=True)
+class Job:
+    """One job of a run: workload ``workload``'s ``spec`` for job ``job``, and its payload."""
 
     run: str
     job: int
-    seed: int
-    darts: int
+    workload: str
+    spec: dict[str, Any]
+    payload: bytes = b""
+    inputs: dict[str, InputRef] = field(default_factory=dict)
 
     def encode(self) -> bytes:
-        """Return the job's JSON body."""
-        return _dump({"v": PROTOCOL_VERSION, **asdict(self)})
+        """Return the job's body."""
+        header: dict[str, Any] = {
+            "v": PROTOCOL_VERSION,
+            "run": self.run,
+            "job": self.job,
+            "w": self.workload,
+            "spec": self.spec,
+        }
+        if self.inputs:
+            header["inputs"] = {name: ref.to_json() for name, ref in sorted(self.inputs.items())}
+        return _dump(header) + b"\n" + self.payload
 
 
 @dataclass(frozen=True, slots=True)
-class Result:
-    """The answer of a worker for one job."""
+class Answer:
+    """A worker's answer to one job: the workload's ``value`` (and payload), and who made it."""
 
     run: str
     job: int
-    darts: int
-    inside: int
     host: str
     worker: str
     seconds: float
     reserves: int
-    backend: str
+    value: dict[str, Any]
+    payload: bytes = b""
 
     def encode(self) -> bytes:
-        """Return the result's JSON body."""
-        return _dump({"v": PROTOCOL_VERSION, **asdict(self)})
+        """Return the answer's body."""
+        header = {"v": PROTOCOL_VERSION, **self.to_record()}
+        return _dump(header) + b"\n" + self.payload
 
     def to_record(self) -> dict[str, Any]:
-        """Return the result as a plain dict (without the version field)."""
-        return asdict(self)
+        """The header fields as a plain dict (journal record; the payload is not kept)."""
+        record = asdict(self)
+        del record["payload"]
+        return record
 
 
-def decode_job(body: bytes) -> JobSpec:
-    """Decode and validate a job body; raise :class:`InvalidBodyError` with the reason."""
-    obj = _load_object(body, _JOB_KEYS)
-    return JobSpec(
+def split_body(body: bytes) -> tuple[dict[str, Any], bytes]:
+    """Split a body into its validated JSON header object and its payload."""
+    head, newline, payload = body.partition(b"\n")
+    if not newline and len(body) > MAX_HEADER_BYTES:
+        raise InvalidBodyError(f"no header line in the first {MAX_HEADER_BYTES} bytes")
+    obj = decode_json_object(head)
+    version = obj.get("v")
+    if isinstance(version, bool) or not isinstance(version, int):
+        raise InvalidBodyError("missing or non-integer version 'v'")
+    if version != PROTOCOL_VERSION:
+        raise InvalidBodyError(f"unknown version v={version}")
+    return obj, payload
+
+
+def decode_job(body: bytes) -> Job:
+    """Decode and validate a job body (the spec itself is the workload's to check)."""
+    obj, payload = split_body(body)
+    _check_keys(obj, _JOB_KEYS, frozenset({"inputs"}))
+    raw_inputs = obj.get("inputs", {})
+    if not isinstance(raw_inputs, dict) or len(raw_inputs) > 16:
+        raise InvalidBodyError("'inputs' must be an object of at most 16 inputs")
+    return Job(
         run=_run_field(obj),
-        job=_int_field(obj, "job", 0, MAX_JOBS - 1),
-        seed=_int_field(obj, "seed", 0, MAX_SEED),
-        darts=_int_field(obj, "darts", 1, MAX_JOB_DARTS),
+        job=int_field(obj, "job", 0, MAX_JOBS - 1),
+        workload=text_field(obj, "w"),
+        spec=object_field(obj, "spec"),
+        payload=payload,
+        inputs={str(name): InputRef.from_json(ref) for name, ref in raw_inputs.items()},
     )
 
 
-def decode_result(body: bytes) -> Result:
-    """Decode and validate a result body; raise :class:`InvalidBodyError` with the reason."""
-    obj = _load_object(body, _RESULT_KEYS)
-    darts = _int_field(obj, "darts", 1, MAX_JOB_DARTS)
-    inside = _int_field(obj, "inside", 0, darts)
+def decode_answer(body: bytes) -> Answer:
+    """Decode and validate an answer body (the value itself is the workload's to check)."""
+    obj, payload = split_body(body)
+    _check_keys(obj, _ANSWER_KEYS)
     seconds = obj["seconds"]
     if isinstance(seconds, bool) or not isinstance(seconds, int | float) or not seconds >= 0:
         raise InvalidBodyError("'seconds' must be a non-negative number")
-    return Result(
+    return Answer(
         run=_run_field(obj),
-        job=_int_field(obj, "job", 0, MAX_JOBS - 1),
-        darts=darts,
-        inside=inside,
-        host=_text_field(obj, "host"),
-        worker=_text_field(obj, "worker"),
+        job=int_field(obj, "job", 0, MAX_JOBS - 1),
+        host=text_field(obj, "host"),
+        worker=text_field(obj, "worker"),
         seconds=float(seconds),
-        reserves=_int_field(obj, "reserves", 1, 2**32),
-        backend=_text_field(obj, "backend"),
+        reserves=int_field(obj, "reserves", 1, 2**32),
+        value=object_field(obj, "value"),
+        payload=payload,
     )
 
 
-def decode_json_object(body: bytes, max_bytes: int = MAX_BODY_BYTES) -> dict[str, Any]:
+def decode_json_object(body: bytes, max_bytes: int = MAX_HEADER_BYTES) -> dict[str, Any]:
     """Decode a size-limited UTF-8 JSON object strictly (no duplicate keys, no NaN)."""
     if len(body) > max_bytes:
         raise InvalidBodyError(f"body of {len(body)} bytes exceeds {max_bytes}")
@@ -185,23 +202,18 @@ def body_preview(body: bytes, limit: int = 80) -> str:
     return repr(body[:limit])
 
 
-def _load_object(body: bytes, keys: frozenset[str]) -> dict[str, Any]:
-    obj = decode_json_object(body)
-    version = obj.get("v")
-    if isinstance(version, bool) or not isinstance(version, int):
-        raise InvalidBodyError("missing or non-integer version 'v'")
-    if version != PROTOCOL_VERSION:
-        raise InvalidBodyError(f"unknown version v={version}")
+def check_exact_keys(obj: dict[str, Any], keys: frozenset[str], what: str) -> None:
+    """Raise :class:`InvalidBodyError` unless ``obj`` has exactly ``keys``."""
     unknown = sorted(set(obj) - keys)
     if unknown:
-        raise InvalidBodyError(f"unknown keys {unknown}")
+        raise InvalidBodyError(f"unknown {what} keys {unknown}")
     missing = sorted(keys - set(obj))
     if missing:
-        raise InvalidBodyError(f"missing keys {missing}")
-    return obj
+        raise InvalidBodyError(f"missing {what} keys {missing}")
 
 
-def _int_field(obj: dict[str, Any], key: str, low: int, high: int) -> int:
+def int_field(obj: dict[str, Any], key: str, low: int, high: int) -> int:
+    """An integer field in ``low..high`` (booleans are not integers)."""
     value = obj[key]
     if isinstance(value, bool) or not isinstance(value, int):
         raise InvalidBodyError(f"{key!r} must be an integer, not {type(value).__name__}")
@@ -210,11 +222,31 @@ def _int_field(obj: dict[str, Any], key: str, low: int, high: int) -> int:
     return value
 
 
-def _text_field(obj: dict[str, Any], key: str) -> str:
+def text_field(obj: dict[str, Any], key: str) -> str:
+    """A string field of 1..MAX_TEXT characters."""
     value = obj[key]
     if not isinstance(value, str) or not 0 < len(value) <= MAX_TEXT:
         raise InvalidBodyError(f"{key!r} must be a string of 1..{MAX_TEXT} characters")
     return value
+
+
+def object_field(obj: dict[str, Any], key: str) -> dict[str, Any]:
+    """A JSON object field."""
+    value = obj[key]
+    if not isinstance(value, dict):
+        raise InvalidBodyError(f"{key!r} must be a JSON object")
+    return value
+
+
+def _check_keys(
+    obj: dict[str, Any], keys: frozenset[str], optional: frozenset[str] = frozenset()
+) -> None:
+    unknown = sorted(set(obj) - keys)
+    if unknown:
+        raise InvalidBodyError(f"unknown keys {unknown}")
+    missing = sorted(keys - set(obj) - optional)
+    if missing:
+        raise InvalidBodyError(f"missing keys {missing}")
 
 
 def _run_field(obj: dict[str, Any]) -> str:

@@ -5,8 +5,10 @@ Records (one JSON object per line, each with ``type`` and time ``t``):
 - ``plan``: the run's plan (first line, written once, fsynced);
 - ``session``: a master process started working on the run;
 - ``pushed``: job ``job`` was put into beanstalkd and got id ``id`` (after ``put`` returned);
-- ``result``: a counted result (written and fsynced *before* it is deleted from the tube);
-- ``duplicate``: a second result for an already counted job, dropped;
+- ``input``: a shared input of the run was put on its data tube (chunk ids, sha256, size);
+- ``result``: a counted answer (written and fsynced *before* it is deleted from the tube);
+- ``duplicate``: a second answer for an already counted job, dropped;
+- ``rejected``: an answer that did not fit the run (bad body, wrong job), dropped;
 - ``finished``: the run is complete (timing of the final report).
 
 A crash can leave a partial last line; it is ignored on load and cut off before appending.
@@ -21,13 +23,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Final
 
-from pi_job.core.envelope import Result, check_run_id
+from pi_job.core.envelope import Answer, InputRef
 from pi_job.core.plan import Plan
+from pi_job.errors import RunError
+from pi_job.limits import check_run_id
 
 JOURNAL_VERSION: Final = 1
 
 
-class JournalError(Exception):
+class JournalError(RunError):
     """Base class of journal errors."""
 
 
@@ -68,18 +72,16 @@ class RunState:
     plan: Plan
     pushed: dict[int, int] = field(default_factory=dict)
     """job index -> beanstalkd job id of its latest push."""
-    results: dict[int, Result] = field(default_factory=dict)
-    """job index -> counted result."""
+    results: dict[int, Answer] = field(default_factory=dict)
+    """job index -> counted answer (its header; payloads are the workload's to keep)."""
+    inputs: dict[str, InputRef] = field(default_factory=dict)
+    """name -> where the run's shared input lives on the server."""
+    rejected: int = 0
     result_ids: set[int] = field(default_factory=set)
     """beanstalkd ids of result messages already journaled (re-reads are not duplicates)."""
     duplicates: int = 0
     sessions: list[Session] = field(default_factory=list)
     finished: dict[str, Any] | None = None
-
-    @property
-    def done_darts(self) -> int:
-        """Darts of the counted results."""
-        return sum(result.darts for result in self.results.values())
 
     @property
     def active_seconds(self) -> float:
@@ -178,14 +180,27 @@ class Journal:
         self.state.pushed[index] = job_id
         self._append({"type": "pushed", "t": time.time(), "job": index, "id": job_id}, sync=False)
 
-    def result(self, result: Result, message_id: int) -> None:
+    def input(self, name: str, ref: InputRef) -> None:
+        """Record durably where the shared input ``name`` was put."""
+        self.state.inputs[name] = ref
+        self._append({"type": "input", "t": time.time(), "name": name, **ref.to_json()}, sync=True)
+
+    def rejected(self, reason: str, message_id: int) -> None:
+        """Record an answer that was dropped because it did not fit the run."""
+        self.state.rejected += 1
+        self._append(
+            {"type": "rejected", "t": time.time(), "id": message_id, "reason": reason[:200]},
+            sync=False,
+        )
+
+    def result(self, result: Answer, message_id: int) -> None:
         """Record a counted result durably (fsync) before its message is deleted."""
         self.state.results[result.job] = result
         self.state.result_ids.add(message_id)
         record = {"type": "result", "t": time.time(), "id": message_id, **result.to_record()}
         self._append(record, sync=True)
 
-    def duplicate(self, result: Result, message_id: int) -> None:
+    def duplicate(self, result: Answer, message_id: int) -> None:
         """Record a dropped duplicate result."""
         self.state.duplicates += 1
         self.state.result_ids.add(message_id)
@@ -232,9 +247,15 @@ def _apply(state: RunState, kind: str, record: dict[str, Any]) -> None:
         state.sessions[-1].last = max(state.sessions[-1].last, stamp)
     if kind == "pushed":
         state.pushed[int(record["job"])] = int(record["id"])
+    elif kind == "input":
+        state.inputs[str(record["name"])] = InputRef.from_json(
+            {key: record[key] for key in ("ids", "sha256", "size")}
+        )
+    elif kind == "rejected":
+        state.rejected += 1
     elif kind in ("result", "duplicate"):
-        fields = {key: record[key] for key in Result.__dataclass_fields__}
-        result = Result(**fields)
+        fields = {key: record[key] for key in Answer.__dataclass_fields__ if key != "payload"}
+        result = Answer(**fields)
         state.result_ids.add(int(record["id"]))
         if kind == "result":
             state.results[result.job] = result

@@ -1,32 +1,36 @@
-"""``pi-job run``: plan a run, push its jobs, collect each job's result once, report.
+"""``pi-job run``: plan a run of any workload, push its jobs, fold each answer once, summarise.
 
-Resumability rests on the journal (:mod:`pi_job.core.journal`) and one rule of the worker (a result
-is put *before* its job is deleted). Reconciliation, run at start and after every reconnect:
+Resumability rests on the journal (:mod:`pi_job.core.journal`) and one rule of the worker (an
+answer is put *before* its job is deleted). Reconciliation, run at start and after every
+reconnect:
 
-1. drain the ready results of the run's results tube into the journal;
+1. drain the ready answers of the run's results tube into the journal;
 2. peek every pushed-but-not-done job id: present with our body => queued or running;
-3. absent => maybe it just finished, so drain the results again;
+3. absent => maybe it just finished, so drain the answers again;
 4. push the jobs still missing, and those never pushed.
 
-So nothing that is queued, running or done is pushed twice. Each job index is counted at most
-once; later results for it are journaled as duplicates and dropped.
+So nothing that is queued, running or done is pushed twice. Each job index is folded at most
+once; later answers for it are journaled as duplicates and dropped; answers that do not fit the
+run are counted as rejected and dropped. The master knows no workload: the
+:class:`~pi_job.workloads.base.Workload` makes the jobs and checks and folds the answers.
 """
 
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import logging
 import secrets
 import sys
 import time
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Final
 
 import greenstalk
 
+from pi_job import workloads
 from pi_job.core import argtypes, runlock
 from pi_job.core.connection import (
     CONNECTION_ERRORS,
@@ -39,20 +43,21 @@ from pi_job.core.connection import (
 )
 from pi_job.core.envelope import (
     JOBS_TUBE,
-    MAX_DARTS,
-    MAX_JOB_DARTS,
-    MAX_PRIORITY,
-    MAX_SEED,
-    MAX_TTR,
+    Answer,
+    InputRef,
     InvalidBodyError,
-    InvalidValueError,
-    decode_result,
+    Job,
+    data_tube,
+    decode_answer,
     results_tube,
 )
-from pi_job.core.journal import Journal, JournalError, default_state_dir
-from pi_job.core.plan import Plan, job_count
+from pi_job.core.journal import Journal, default_state_dir
+from pi_job.core.plan import Plan
 from pi_job.core.progress import Progress
-from pi_job.core.summary import build_report, iso_time, report_lines, write_json_atomic
+from pi_job.core.summary import build_summary, iso_time, summary_lines, write_json_atomic
+from pi_job.errors import RunError, UsageError
+from pi_job.limits import MAX_PRIORITY, MAX_SEED, MAX_TTR, new_run_id
+from pi_job.workloads.base import Fold, Workload
 
 DEFAULT_TTR: Final = 60
 DEFAULT_STALL_TIMEOUT: Final = 60.0
@@ -65,29 +70,28 @@ EXIT_STALLED: Final = 3
 """Exit code of a stalled run (no worker took a job for the stall timeout)."""
 WORKERS_REFRESH: Final = 2.0
 """Seconds between queries of the connected worker count for the progress display."""
+INPUT_CHUNK_SLACK: Final = 1024
+"""Bytes kept free below the server's max job size when a shared input is cut into chunks."""
 
 log = logging.getLogger(__name__)
 
 
-class MasterError(Exception):
-    """A runtime failure of the master (exit code 1)."""
-
-
-class ServerUnreachableError(MasterError):
+class ServerUnreachableError(RunError):
     """beanstalkd could not be reached in time."""
 
 
-class StalledError(MasterError):
+class StalledError(RunError):
     """No worker took a job of the run for the stall timeout."""
+
+    exit_code = EXIT_STALLED  # distinct: systemd must not restart it (RestartPreventExitStatus)
 
 
 @dataclass(frozen=True, slots=True)
 class RunOptions:
-    """The ``pi-job run`` command line."""
+    """The ``pi-job run`` command line (the workload's own options stay in ``args``)."""
 
     server: ServerAddress
-    darts: int | None
-    job_darts: int | None
+    workload: str | None
     seed: int | None
     run_id: str | None
     resume: str | None
@@ -99,14 +103,14 @@ class RunOptions:
     priority: int
     connect_timeout: float
     json: bool
+    args: argparse.Namespace
 
     @classmethod
     def from_args(cls, args: argparse.Namespace) -> RunOptions:
         """Take the options from parsed arguments."""
         return cls(
             server=args.server,
-            darts=args.darts,
-            job_darts=args.job_darts,
+            workload=args.workload,
             seed=args.seed,
             run_id=args.run_id,
             resume=args.resume,
@@ -118,19 +122,15 @@ class RunOptions:
             priority=args.priority,
             connect_timeout=args.connect_timeout,
             json=args.json,
+            args=args,
         )
-
-
-def new_run_id() -> str:
-    """A fresh run id: UTC time plus 4 random hex digits."""
-    return datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ") + "-" + secrets.token_hex(2)
 
 
 def open_existing(options: RunOptions) -> Journal | None:
     """Return the journal to resume, or ``None`` for a new run; check option consistency.
 
     Raises :class:`~pi_job.core.journal.UnknownRunError` for ``--resume`` of an unknown run and
-    :class:`~pi_job.core.argtypes.UsageError` when the options contradict the journal's plan.
+    :class:`~pi_job.errors.UsageError` when the options are bad or contradict the journal.
     """
     run_id = options.resume or options.run_id
     if options.resume is not None:
@@ -138,46 +138,59 @@ def open_existing(options: RunOptions) -> Journal | None:
     elif run_id is not None and Journal.exists(options.state_dir, run_id):
         journal = Journal.load(options.state_dir, run_id)
     else:
-        if options.darts is None:
-            raise argtypes.UsageError("--darts is required for a new run")
-        try:
-            job_count(options.darts, options.job_darts, 1)
-        except InvalidValueError as exc:
-            raise argtypes.UsageError(str(exc)) from None
+        workload = workloads.get(options.workload or workloads.DEFAULT)
+        workload.parameters(options.args, 1)  # bad values fail here, before connecting
         return None
     plan = journal.state.plan
-    clashes = [
-        f"{name} {given} (journal has {kept})"
-        for name, given, kept in (
-            ("--darts", options.darts, plan.darts),
-            ("--seed", options.seed, plan.seed),
-        )
-        if given is not None and given != kept
-    ]
-    if options.job_darts is not None and plan.max_job_darts > options.job_darts:
-        clashes.append(f"--job-darts {options.job_darts} (journal has {plan.max_job_darts})")
+    workload = workloads.get(plan.workload)
+    clashes = []
+    if options.workload is not None and options.workload != plan.workload:
+        clashes.append(f"--workload {options.workload} (journal has {plan.workload})")
+    if options.seed is not None and options.seed != plan.seed:
+        clashes.append(f"--seed {options.seed} (journal has {plan.seed})")
+    try:
+        clashes += workload.check_resume(plan.params, options.args)
+    except UsageError:
+        journal.close()
+        raise
     if clashes:
         journal.close()
-        raise argtypes.UsageError(
-            f"run {plan.run_id} exists with other values: {'; '.join(clashes)}"
-        )
+        raise UsageError(f"run {plan.run_id} exists with other values: {'; '.join(clashes)}")
     return journal
+
+
+def run_dir(state_dir: Path, run_id: str) -> Path:
+    """Directory of a run's workload files (inputs kept for a resume, outputs)."""
+    return state_dir / run_id
 
 
 class RunMaster:
     """Drives one run to completion against one beanstalkd server."""
 
     def __init__(self, options: RunOptions, journal: Journal) -> None:
-        """Work on the run of ``journal``."""
+        """Work on the run of ``journal``; replay its answers into the workload's fold."""
         self.options = options
         self.journal = journal
         self.plan = journal.state.plan
+        self.workload: Workload = workloads.get(self.plan.workload)
+        self.run_dir = run_dir(options.state_dir, self.plan.run_id)
+        self.fold: Fold = self.workload.fold(
+            self.plan.params, self.plan.seed, self.plan.jobs, self.run_dir
+        )
+        for index in sorted(journal.state.results):
+            self.fold.restore(index, journal.state.results[index].value)
         self.tube = results_tube(self.plan.run_id)
         self.connector = Connector(options.server, backoff=Backoff(0.1, 2.0, 5.0))
         self.client: greenstalk.Client[bytes] | None = None
+        unit, total = self.workload.progress_units(self.plan.params)
         self.progress = Progress(
-            self.plan.run_id, self.plan.jobs, self.plan.darts, interval=options.progress_interval
+            self.plan.run_id,
+            self.plan.jobs,
+            total or self.plan.jobs,
+            unit=unit,
+            interval=options.progress_interval,
         )
+        self.done_work = sum(self.workload.weight(a.value) for a in journal.state.results.values())
         self._workers: int | None = None
         self._workers_at = -WORKERS_REFRESH
 
@@ -192,7 +205,7 @@ class RunMaster:
         self.client = client
 
     def run(self) -> None:
-        """Reconcile, then collect until every job has a counted result."""
+        """Reconcile, then collect until every job has a folded answer."""
         state = self.journal.state
         last_activity = time.monotonic()
         while state.missing():
@@ -214,7 +227,6 @@ class RunMaster:
                 self._show_progress(client)
             except CONNECTION_ERRORS as exc:
                 self.drop(exc)
-        self._finish()
 
     def drop(self, exc: BaseException) -> None:
         """Forget a broken connection (the next loop reconnects and reconciles)."""
@@ -223,10 +235,11 @@ class RunMaster:
         self.client = None
 
     def close(self) -> None:
-        """Close the connection and the journal."""
+        """Close the connection, the fold and the journal."""
         self.progress.close()
         close_quietly(self.client)
         self.client = None
+        self.fold.close()
         self.journal.close()
 
     # -- connection ------------------------------------------------------------------------
@@ -251,12 +264,77 @@ class RunMaster:
         log.info("reconciling run %s after reconnect", self.plan.run_id)
         self.reconcile()
 
+    # -- shared inputs ---------------------------------------------------------------------
+    def upload_inputs(self, inputs: dict[str, bytes]) -> None:
+        """Put each shared input on the run's data tube, in chunks, once; journal where."""
+        client = self._client()
+        limit = int(client.stats()["max-job-size"]) - INPUT_CHUNK_SLACK
+        client.use(data_tube(self.plan.run_id))
+        try:
+            for name, data in sorted(inputs.items()):
+                view = memoryview(data)
+                ids = [
+                    client.put(bytes(view[at : at + limit]), priority=MAX_PRIORITY, ttr=MAX_TTR)
+                    for at in range(0, max(1, len(data)), limit)
+                ]
+                digest = hashlib.sha256(data).hexdigest()
+                self.journal.input(name, InputRef(tuple(ids), digest, len(data)))
+                log.info(
+                    "run %s: input %s, %d bytes in %d chunks",
+                    self.plan.run_id,
+                    name,
+                    len(data),
+                    len(ids),
+                )
+        finally:
+            client.use(JOBS_TUBE)
+
+    def inputs_present(self, client: greenstalk.Client[bytes]) -> bool:
+        """True if every chunk of every shared input is still on the server."""
+        for ref in self.journal.state.inputs.values():
+            for job_id in ref.ids:
+                try:
+                    client.stats_job(job_id)
+                except greenstalk.NotFoundError:
+                    return False
+        return True
+
+    def delete_inputs(self) -> None:
+        """Delete the run's shared inputs from the server (the run is over)."""
+        if self.client is None:
+            return
+        for ref in self.journal.state.inputs.values():
+            for job_id in ref.ids:
+                try:
+                    self.client.delete(job_id)
+                except greenstalk.NotFoundError:
+                    continue
+
     # -- reconcile and push ----------------------------------------------------------------
+    def job_body(self, index: int) -> bytes:
+        """The body of job ``index`` (the same bytes every time)."""
+        spec, payload = self.workload.job(self.plan.params, self.plan.seed, self.run_dir, index)
+        return Job(
+            run=self.plan.run_id,
+            job=index,
+            workload=self.plan.workload,
+            spec=spec,
+            payload=payload,
+            inputs=dict(self.journal.state.inputs),
+        ).encode()
+
     def reconcile(self) -> int:
         """Bring queue and journal in line (see the module doc); return the jobs pushed."""
         client = self._client()
         state = self.journal.state
         self._drain(client)
+        if state.missing() and state.inputs and not self.inputs_present(client):
+            log.warning(
+                "run %s: shared inputs are gone from the server, putting them again",
+                self.plan.run_id,
+            )
+            prepared = self.workload.prepare(self.plan.params, self.plan.seed, self.run_dir)
+            self.upload_inputs(dict(prepared.inputs))
         unknown: list[int] = []
         for index in state.missing():
             job_id = state.pushed.get(index)
@@ -281,12 +359,13 @@ class RunMaster:
             job = client.peek(job_id)
         except greenstalk.NotFoundError:
             return False
-        return job.body == self.plan.job(index).encode()
+        return job.body == self.job_body(index)
 
     def _push(self, client: greenstalk.Client[bytes], indices: list[int]) -> None:
         for count, index in enumerate(indices, 1):
-            body = self.plan.job(index).encode()
-            job_id = client.put(body, priority=self.plan.priority, ttr=self.plan.ttr)
+            job_id = client.put(
+                self.job_body(index), priority=self.plan.priority, ttr=self.plan.ttr
+            )
             self.journal.pushed(index, job_id)
             if count % PUSH_SYNC_EVERY == 0:
                 self.journal.sync()
@@ -296,14 +375,14 @@ class RunMaster:
 
     # -- collect ---------------------------------------------------------------------------
     def _drain(self, client: greenstalk.Client[bytes]) -> int:
-        """Take every ready result (no waiting); return how many messages were handled."""
+        """Take every ready answer (no waiting); return how many messages were handled."""
         handled = 0
         while self._collect(client, 0):
             handled += 1
         return handled
 
     def _collect(self, client: greenstalk.Client[bytes], timeout: int) -> bool:
-        """Reserve one result message (waiting up to ``timeout`` s) and account for it."""
+        """Reserve one answer message (waiting up to ``timeout`` s) and account for it."""
         try:
             message = client.reserve(timeout=timeout)
         except greenstalk.TimedOutError:
@@ -311,37 +390,38 @@ class RunMaster:
         self._accept(client, message)
         return True
 
+    def _check(self, answer: Answer) -> None:
+        if answer.run != self.plan.run_id:
+            raise InvalidBodyError(f"answer of run {answer.run!r} in {self.tube}")
+        if not 0 <= answer.job < self.plan.jobs:
+            raise InvalidBodyError(f"job {answer.job} out of range 0..{self.plan.jobs - 1}")
+        self.workload.check_answer(self.plan.params, answer.job, answer.value, answer.payload)
+
     def _accept(self, client: greenstalk.Client[bytes], message: greenstalk.Job[bytes]) -> None:
         state = self.journal.state
         try:
-            result = decode_result(message.body)
-            if result.run != self.plan.run_id:
-                raise InvalidBodyError(f"result of run {result.run!r} in {self.tube}")
-            if not 0 <= result.job < self.plan.jobs:
-                raise InvalidBodyError(f"job {result.job} out of range 0..{self.plan.jobs - 1}")
-            if result.darts != self.plan.job_darts(result.job):
-                raise InvalidBodyError(
-                    f"job {result.job} has {result.darts} darts, "
-                    f"planned {self.plan.job_darts(result.job)}"
-                )
+            answer = decode_answer(message.body)
+            self._check(answer)
         except InvalidBodyError as exc:
-            log.warning("burying bad result message %d in %s: %s", message.id, self.tube, exc)
-            client.bury(message)
-            return
-        if result.job not in state.results:
-            self.journal.result(result, message.id)
-        elif message.id not in state.result_ids:
-            log.info(
-                "run %s job %d: duplicate result from %s dropped",
-                self.plan.run_id,
-                result.job,
-                result.worker,
-            )
-            self.journal.duplicate(result, message.id)
+            log.warning("dropping bad answer %d in %s: %s", message.id, self.tube, exc)
+            self.journal.rejected(str(exc), message.id)
+        else:
+            if answer.job not in state.results:
+                self.fold.add(answer.job, answer.value, answer.payload)
+                self.journal.result(answer, message.id)
+                self.done_work += self.workload.weight(answer.value)
+            elif message.id not in state.result_ids:
+                log.info(
+                    "run %s job %d: duplicate answer from %s dropped",
+                    self.plan.run_id,
+                    answer.job,
+                    answer.worker,
+                )
+                self.journal.duplicate(answer, message.id)
         try:
             client.delete(message)
         except greenstalk.NotFoundError:  # pragma: no cover - we hold the reservation
-            log.warning("result message %d vanished before its delete", message.id)
+            log.warning("answer message %d vanished before its delete", message.id)
 
     # -- stall detection and progress ------------------------------------------------------
     def _anything_running(self, client: greenstalk.Client[bytes]) -> bool:
@@ -366,16 +446,20 @@ class RunMaster:
         if force or now - self._workers_at >= WORKERS_REFRESH:
             self._workers = connected_workers(client)
             self._workers_at = now
-        self.progress.update(len(state.results), state.done_darts, self._workers, force=force)
+        self.progress.update(len(state.results), self.done_work, self._workers, force=force)
 
-    def _finish(self) -> None:
+    def finish(self) -> dict[str, Any]:
+        """Drain late duplicates, verify, delete the run's inputs; return the summary."""
         if self.client is not None:
             try:
                 self._drain(self.client)
+                self.delete_inputs()
             except CONNECTION_ERRORS as exc:
-                log.info("could not drain late duplicates: %s", exc)
+                log.info("could not drain late duplicates or delete inputs: %s", exc)
         self.progress.close()
         state = self.journal.state
+        keys = self.fold.summary()
+        keys["verification"] = self.fold.verify()
         first = state.sessions[0].start if state.sessions else time.time()
         self.journal.touch_session()
         self.journal.finish(
@@ -383,8 +467,10 @@ class RunMaster:
                 "started": iso_time(first),
                 "finished": iso_time(time.time()),
                 "seconds": state.active_seconds,
+                "workload_keys": keys,
             }
         )
+        return build_summary(state, self.workload, keys)
 
 
 def open_client(
@@ -430,33 +516,43 @@ def first_connect(options: RunOptions, tube: str) -> greenstalk.Client[bytes]:
 
 
 def execute(options: RunOptions) -> dict[str, Any]:
-    """Run (or resume) a run to completion and return its report."""
+    """Run (or resume) a run to completion and return its summary."""
     runlock.hold(options.state_dir, options.resume or options.run_id)  # one master per run
     journal = open_existing(options)
-    if journal is not None and journal.state.finished is not None:
+    finished = None if journal is None else journal.state.finished
+    if journal is not None and finished is not None:
         log.info("run %s is already finished; reporting it again", journal.state.plan.run_id)
-        report = build_report(journal.state)
+        state = journal.state
         journal.close()
-        return report
+        workload = workloads.get(state.plan.workload)
+        return build_summary(state, workload, dict(finished["workload_keys"]))
     run_id = journal.state.plan.run_id if journal else (options.run_id or new_run_id())
     client = first_connect(options, results_tube(run_id))
+    prepared = None
     try:
         if journal is None:
-            assert options.darts is not None
+            workload = workloads.get(options.workload or workloads.DEFAULT)
             workers = connected_workers(client)
+            params = workload.parameters(options.args, workers)
+            seed = options.seed if options.seed is not None else secrets.randbits(63)
+            directory = run_dir(options.state_dir, run_id)
+            directory.mkdir(parents=True, exist_ok=True, mode=0o700)
+            prepared = workload.prepare(params, seed, directory)
             plan = Plan(
                 run_id=run_id,
-                seed=options.seed if options.seed is not None else secrets.randbits(63),
-                darts=options.darts,
-                jobs=job_count(options.darts, options.job_darts, workers),
+                workload=workload.name,
+                seed=seed,
+                jobs=prepared.jobs,
                 ttr=options.ttr,
                 priority=options.priority,
+                params=params,
             )
             journal = Journal.create(options.state_dir, plan)
             log.info(
-                "run %s: %d darts in %d jobs, seed %d, %d workers connected",
+                "run %s: %s %s in %d jobs, seed %d, %d workers connected",
                 run_id,
-                plan.darts,
+                workload.name,
+                json.dumps(params, separators=(",", ":")),
                 plan.jobs,
                 plan.seed,
                 workers,
@@ -471,30 +567,25 @@ def execute(options: RunOptions) -> dict[str, Any]:
     master.attach(client)
     try:
         try:
+            if prepared is not None and prepared.inputs:
+                master.upload_inputs(dict(prepared.inputs))
             master.reconcile()
         except CONNECTION_ERRORS as exc:
             master.drop(exc)
         master.run()
-        return build_report(journal.state)
+        return master.finish()
     finally:
         master.close()
 
 
 def configure_parser(parser: argparse.ArgumentParser) -> None:
-    """Add the ``run`` options to ``parser``."""
+    """Add the generic ``run`` options, then every installed workload's own options."""
     add = parser.add_argument
     add("--server", required=True, type=argtypes.server, help="beanstalkd HOST:PORT")
     add(
-        "--darts",
-        type=argtypes.count(MAX_DARTS),
-        metavar="N",
-        help=f"darts to throw, e.g. 1e9 (max {MAX_DARTS:.0e})",
-    )
-    add(
-        "--job-darts",
-        type=argtypes.count(MAX_JOB_DARTS),
-        metavar="N",
-        help="darts per job (default: ~1 s of work, >= 4 jobs per worker)",
+        "--workload",
+        metavar="NAME",
+        help=f"what to run (default {workloads.DEFAULT}; `pi-job workloads` lists them)",
     )
     add("--seed", type=argtypes.integer(0, MAX_SEED), help="run seed 0..2**63-1 (default random)")
     add(
@@ -511,8 +602,10 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
         metavar="S",
         help="jobs' time-to-run (default %(default)s)",
     )
-    add("--output", type=argtypes.output_file, metavar="FILE", help="write the result JSON to FILE")
-    add("--json", action="store_true", help="print the result JSON on stdout instead of text")
+    add(
+        "--output", type=argtypes.output_file, metavar="FILE", help="write the summary JSON to FILE"
+    )
+    add("--json", action="store_true", help="print the summary JSON on stdout instead of text")
     add(
         "--stall-timeout",
         type=argtypes.seconds(1, 86400),
@@ -547,28 +640,30 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
         metavar="S",
         help="give up connecting at start after S s (default %(default)s)",
     )
+    for name in workloads.names():
+        group = parser.add_argument_group(f"workload {name}")
+        try:
+            workloads.get(name).add_arguments(group)  # type: ignore[arg-type]
+        except (argparse.ArgumentError, UsageError) as exc:
+            log.warning("workload %s: its options are not available: %s", name, exc)
 
 
 def command(args: argparse.Namespace) -> int:
-    """Run ``pi-job run``; return the exit code."""
+    """Run ``pi-job run``; return the exit code (errors are mapped by the CLI)."""
     if args.resume is not None and args.run_id is not None and args.resume != args.run_id:
-        raise argtypes.UsageError("--resume and --run-id name different runs")
+        raise UsageError("--resume and --run-id name different runs")
+    if args.workload is not None:
+        workloads.get(args.workload)
     options = RunOptions.from_args(args)
     try:
-        report = execute(options)
-    except StalledError as exc:  # distinct: a restart cannot fix it (systemd unit)
-        print(f"pi-job run: {exc}", file=sys.stderr)
-        return EXIT_STALLED
-    except (MasterError, JournalError) as exc:
-        print(f"pi-job run: {exc}", file=sys.stderr)
-        return 1
+        summary = execute(options)
     except KeyboardInterrupt:
         print("pi-job run: interrupted; the run is resumable with --resume", file=sys.stderr)
         return 130
     if options.output is not None:
-        write_json_atomic(options.output, report)
+        write_json_atomic(options.output, summary)
     if options.json:
-        print(json.dumps(report, indent=2))
+        print(json.dumps(summary, indent=2))
     else:
-        print("\n".join(report_lines(report)))
+        print("\n".join(summary_lines(summary, workloads.get(summary["workload"]))))
     return 0

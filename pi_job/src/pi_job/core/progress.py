@@ -13,7 +13,7 @@ log = logging.getLogger("pi_job.core.master")
 
 
 class Progress:
-    """Shows how many jobs and darts of a run are done."""
+    """Shows how many jobs of a run, and how much of its work (darts, rows, ...), are done."""
 
     def __init__(
         self,
@@ -21,13 +21,15 @@ class Progress:
         jobs: int,
         darts: int,
         *,
+        unit: str = "darts",
         interval: float = 5.0,
         stream: TextIO | None = None,
     ) -> None:
         """Prepare the display; a bar when ``stream`` (default stderr) is a terminal."""
         self.run_id = run_id
         self.jobs = jobs
-        self.darts = darts
+        self.darts = max(1, darts)
+        self.unit = unit
         self.interval = interval
         self.stream = stream or sys.stderr
         self.tty = self.stream.isatty()
@@ -66,19 +68,19 @@ class Progress:
             width = 30
             filled = int(width * done_darts / self.darts)
             bar = "#" * filled + "." * (width - filled)
-            self.stream.write(
-                f"\r[{bar}] {percent:5.1f}% {done_jobs}/{self.jobs} jobs, {rate:.3g} darts/s{who} "
-            )
+            speed = f"{rate:.3g} {self.unit}/s{who}"
+            self.stream.write(f"\r[{bar}] {percent:5.1f}% {done_jobs}/{self.jobs} jobs, {speed} ")
             self.stream.flush()
             self._drawn = True
         else:
             log.info(
-                "run %s: %.1f%% (%d/%d jobs), %.3g darts/s%s, %.0f s",
+                "run %s: %.1f%% (%d/%d jobs), %.3g %s/s%s, %.0f s",
                 self.run_id,
                 percent,
                 done_jobs,
                 self.jobs,
                 rate,
+                self.unit,
                 who,
                 elapsed,
             )

@@ -1,4 +1,4 @@
-"""The final report of a run: the result JSON (keys fixed by CONTRACT.md) and its text form."""
+"""A run's summary: the generic envelope (keys fixed by CONTRACT.md) plus the workload's keys."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from typing import Any
 
 from pi_job import __version__
 from pi_job.core.journal import RunState
-from pi_job.workloads.pi.stats import estimate
+from pi_job.workloads.base import Workload
 
 
 def iso_time(stamp: float) -> str:
@@ -20,70 +20,61 @@ def iso_time(stamp: float) -> str:
     return datetime.fromtimestamp(stamp, UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
 
 
-def build_report(state: RunState) -> dict[str, Any]:
-    """Build the result JSON of a finished run from its journal state."""
+def build_summary(
+    state: RunState, workload: Workload, workload_keys: dict[str, Any]
+) -> dict[str, Any]:
+    """The summary JSON of a finished run from its journal state and the workload's keys."""
     plan = state.plan
-    results = [state.results[index] for index in sorted(state.results)]
-    darts = sum(result.darts for result in results)
-    inside = sum(result.inside for result in results)
-    est = estimate(inside, darts)
+    answers = [state.results[index] for index in sorted(state.results)]
     finished = state.finished or {}
     seconds = float(finished.get("seconds", state.active_seconds))
+    unit, _ = workload.progress_units(plan.params)
     per_host: Counter[str] = Counter()
-    for result in results:
-        per_host[result.host] += result.darts
-    return {
+    for answer in answers:
+        per_host[answer.host] += workload.weight(answer.value)
+    summary: dict[str, Any] = {
         "run_id": plan.run_id,
+        "workload": plan.workload,
         "seed": plan.seed,
-        "darts": darts,
-        "inside": inside,
-        "pi": est.pi,
-        "abs_error": est.abs_error,
-        "std_error": est.std_error,
-        "ci95": list(est.ci95),
         "jobs": plan.jobs,
         "duplicates": state.duplicates,
-        "redeliveries": sum(result.reserves - 1 for result in results),
+        "rejected": state.rejected,
+        "redeliveries": sum(answer.reserves - 1 for answer in answers),
         "seconds": seconds,
-        "darts_per_second": darts / seconds if seconds > 0 else None,
         "per_host": dict(sorted(per_host.items())),
         "per_job": [
             {
-                "job": result.job,
-                "darts": result.darts,
-                "inside": result.inside,
-                "host": result.host,
-                "worker": result.worker,
-                "seconds": result.seconds,
+                "job": answer.job,
+                **{k: v for k, v in answer.value.items() if not isinstance(v, dict | list)},
+                "host": answer.host,
+                "worker": answer.worker,
+                "seconds": answer.seconds,
             }
-            for result in results
+            for answer in answers
         ],
-        "job_darts": plan.max_job_darts,
-        "workers": len({result.worker for result in results}),
+        "workers": len({answer.worker for answer in answers}),
         "started": finished.get("started"),
         "finished": finished.get("finished"),
         "version": __version__,
+        "params": plan.params,
     }
+    summary.update(workload_keys)
+    total = sum(per_host.values())
+    summary[f"{unit}_per_second"] = total / seconds if seconds > 0 else None
+    return summary
 
 
-def report_lines(report: dict[str, Any]) -> list[str]:
-    """Return the report as human-readable lines."""
-    low, high = report["ci95"]
-    rate = report["darts_per_second"]
-    hosts = ", ".join(f"{host} {darts:,}" for host, darts in report["per_host"].items())
+def summary_lines(summary: dict[str, Any], workload: Workload) -> list[str]:
+    """The summary as human-readable lines: the envelope's, then the workload's."""
+    hosts = ", ".join(f"{host} {work:,}" for host, work in summary["per_host"].items())
     return [
-        f"run            {report['run_id']} (seed {report['seed']})",
-        f"pi             {report['pi']:.12f}",
-        f"|pi - math.pi| {report['abs_error']:.3e}",
-        f"std error      {report['std_error']:.3e}",
-        f"95% interval   [{low:.12f}, {high:.12f}]",
-        f"darts          {report['darts']:,} in {report['jobs']} jobs"
-        f" (at most {report['job_darts']:,} per job), {report['inside']:,} inside",
-        f"duplicates     {report['duplicates']} dropped",
-        f"re-deliveries  {report['redeliveries']}",
-        f"wall time      {report['seconds']:.3f} s",
-        f"darts/s        {rate:.4g}" if rate is not None else "darts/s        n/a",
-        f"workers        {report['workers']}",
+        f"run            {summary['run_id']} ({summary['workload']}, seed {summary['seed']})",
+        *workload.lines(summary),
+        f"duplicates     {summary['duplicates']} dropped",
+        f"rejected       {summary['rejected']} answers dropped",
+        f"re-deliveries  {summary['redeliveries']}",
+        f"wall time      {summary['seconds']:.3f} s",
+        f"workers        {summary['workers']}",
         f"per host       {hosts}",
     ]
 

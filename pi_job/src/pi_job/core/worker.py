@@ -13,12 +13,12 @@ protocol (READY=1, STATUS=..., STOPPING=1).
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import logging
 import os
 import signal
 import socket
-import sys
 import time
 from dataclasses import dataclass
 from types import FrameType
@@ -26,6 +26,7 @@ from typing import Final
 
 import greenstalk
 
+from pi_job import workloads
 from pi_job.core import argtypes
 from pi_job.core.connection import (
     CONNECTION_ERRORS,
@@ -39,18 +40,19 @@ from pi_job.core.envelope import (
     BURIED_TUBE,
     JOBS_TUBE,
     PROTOCOL_VERSION,
+    Answer,
+    InputRef,
     InvalidBodyError,
-    JobSpec,
-    Result,
+    Job,
     body_preview,
     decode_job,
     results_tube,
 )
 from pi_job.core.sdnotify import Notifier
-from pi_job.workloads.pi import kernel
+from pi_job.errors import UsageError
 
-CHUNK_DARTS: Final = {"numba": 2**25, "numpy": 2**22, "python": 2**16}
-"""Default darts per chunk: roughly 10-50 ms of work for each backend."""
+INPUT_CACHE: Final = 2
+"""Shared inputs kept per worker (one run's operands, and the next run's)."""
 DEFAULT_RESERVE_TIMEOUT: Final = 5
 RESULT_TTR: Final = 120
 """TTR of result and reason messages (only the master / status reserve them, briefly)."""
@@ -63,6 +65,57 @@ class StopRequestedError(Exception):
     """Raised by the signal handler to leave a blocking wait when no job is held."""
 
 
+class JobReleasedError(Exception):
+    """The job was released (the worker is stopping); the workload's compute is abandoned."""
+
+
+class InputMissingError(InvalidBodyError):
+    """A shared input of the job is no longer on the server (the master puts it again)."""
+
+
+class _Context:
+    """The :class:`~pi_job.workloads.base.JobContext` a worker gives a workload for one job."""
+
+    def __init__(
+        self,
+        worker: Worker,
+        client: greenstalk.Client[bytes],
+        job: greenstalk.Job[bytes],
+        spec: Job,
+        stats: greenstalk.StatsJob,
+        label: str,
+    ) -> None:
+        self.backend = worker.config.backend
+        self.chunk = worker.config.chunk
+        self._worker = worker
+        self._client = client
+        self._job = job
+        self._spec = spec
+        self._stats = stats
+        self._label = label
+        self._touch_every = max(0.2, stats["ttr"] / 3.0)
+        self._last_touch = self._last_status = time.monotonic()
+
+    def input(self, name: str) -> bytes:
+        ref = self._spec.inputs.get(name)
+        if ref is None:
+            raise InvalidBodyError(f"job has no input {name!r}")
+        return self._worker.fetch_input(self._client, ref)
+
+    def tick(self, fraction: float) -> None:
+        if self._worker.stopping:
+            self._client.release(self._job, priority=self._stats["pri"])
+            log.info("released job %d (%s) at %d%%", self._job.id, self._label, 100 * fraction)
+            raise JobReleasedError
+        now = time.monotonic()
+        if now - self._last_touch >= self._touch_every:
+            self._client.touch(self._job)
+            self._last_touch = now
+        if now - self._last_status >= STATUS_INTERVAL:
+            self._worker.notifier.status(f"{self._label}: {int(100 * fraction)}%")
+            self._last_status = now
+
+
 @dataclass(frozen=True, slots=True)
 class WorkerConfig:
     """Settings of one worker process."""
@@ -71,8 +124,8 @@ class WorkerConfig:
     worker_id: str
     host: str
     reserve_timeout: int = DEFAULT_RESERVE_TIMEOUT
-    chunk_darts: int | None = None
     backend: str | None = None
+    chunk: int | None = None
     connect_timeout: float = 5.0
 
 
@@ -82,15 +135,19 @@ class Worker:
     def __init__(self, config: WorkerConfig, notifier: Notifier | None = None) -> None:
         """Prepare a worker; nothing happens until :meth:`run`."""
         self.config = config
-        self.backend = config.backend or kernel.default_backend()
-        self.chunk = config.chunk_darts or CHUNK_DARTS.get(self.backend, 2**20)
         self.notifier = notifier or Notifier()
         self.connector = Connector(
             config.server, backoff=Backoff(0.1, 2.0, 5.0), on_wait=self.notifier.status
         )
         self._stop = False
         self._holding = False
+        self._inputs: dict[str, bytes] = {}
         self.jobs_done = 0
+
+    @property
+    def stopping(self) -> bool:
+        """True once a stop was requested."""
+        return self._stop
 
     # -- signals ---------------------------------------------------------------------------
     def request_stop(self, signum: int, _frame: FrameType | None = None) -> None:
@@ -110,15 +167,16 @@ class Worker:
     def run(self) -> int:
         """Serve jobs until asked to stop; return the exit code (0)."""
         log.info(
-            "worker %s starting (backend %s, chunk %d darts), server %s",
+            "worker %s starting (workloads %s, backend %s), server %s",
             self.config.worker_id,
-            self.backend,
-            self.chunk,
+            ", ".join(workloads.names()),
+            self.config.backend or "default",
             self.config.server,
         )
         client: greenstalk.Client[bytes] | None = None
         try:
-            kernel.warm_up()
+            for name in workloads.names():
+                workloads.get(name).warm_up(self.config.backend)
             self.notifier.ready(f"connecting to {self.config.server}")
             while not self._stop:
                 client = self.connector.retry(self._connect, should_stop=lambda: self._stop)
@@ -170,7 +228,8 @@ class Worker:
     def _handle(self, client: greenstalk.Client[bytes], job: greenstalk.Job[bytes]) -> None:
         try:
             spec = decode_job(job.body)
-        except InvalidBodyError as exc:
+            workload = workloads.get(spec.workload)
+        except (InvalidBodyError, UsageError) as exc:
             self._bury(client, job, str(exc))
             return
         try:
@@ -178,69 +237,64 @@ class Worker:
         except greenstalk.NotFoundError:
             log.warning("job %d vanished right after reserve", job.id)
             return
+        label = f"run {spec.run} job {spec.job}"
+        context = _Context(self, client, job, spec, stats, label)
         try:
-            self._compute(client, job, spec, stats)
+            started = time.monotonic()
+            self.notifier.status(f"{label}: 0%")
+            value, payload = workload.compute(spec.spec, spec.payload, context)
+            seconds = time.monotonic() - started
+        except JobReleasedError:
+            return
         except CONNECTION_ERRORS:
             raise
         except greenstalk.NotFoundError:
-            log.warning(
-                "job %d (run %s job %d) is no longer ours (TTR expired or deleted)",
-                job.id,
-                spec.run,
-                spec.job,
-            )
+            log.warning("job %d (%s) is no longer ours (TTR expired or deleted)", job.id, label)
+            return
+        except InvalidBodyError as exc:
+            self._bury(client, job, str(exc))
+            return
         except Exception as exc:  # a bug must not crash-loop the service: park the job
             log.exception("internal error on job %d", job.id)
             self._bury(client, job, f"internal error: {type(exc).__name__}: {exc}")
-
-    def _compute(
-        self,
-        client: greenstalk.Client[bytes],
-        job: greenstalk.Job[bytes],
-        spec: JobSpec,
-        stats: greenstalk.StatsJob,
-    ) -> None:
-        seed = kernel.job_seed(spec.seed, spec.job)
-        touch_every = max(0.2, stats["ttr"] / 3.0)
-        label = f"run {spec.run} job {spec.job}"
-        started = last_touch = last_status = time.monotonic()
-        self.notifier.status(f"{label}: 0%")
-        inside = done = 0
-        while done < spec.darts:
-            if self._stop:
-                client.release(job, priority=stats["pri"])
-                log.info("released job %d (%s) at %d%%", job.id, label, 100 * done // spec.darts)
-                return
-            step = min(self.chunk, spec.darts - done)
-            inside += kernel.count_inside(seed, step, start=done, backend=self.backend)
-            done += step
-            now = time.monotonic()
-            if done < spec.darts and now - last_touch >= touch_every:
-                client.touch(job)
-                last_touch = now
-            if now - last_status >= STATUS_INTERVAL:
-                self.notifier.status(f"{label}: {100 * done // spec.darts}%")
-                last_status = now
-        seconds = time.monotonic() - started
-        result = Result(
+            return
+        answer = Answer(
             run=spec.run,
             job=spec.job,
-            darts=spec.darts,
-            inside=inside,
             host=self.config.host,
             worker=self.config.worker_id,
             seconds=round(seconds, 6),
             reserves=stats["reserves"],
-            backend=self.backend,
+            value=value,
+            payload=payload,
         )
         client.use(results_tube(spec.run))
-        client.put(result.encode(), ttr=RESULT_TTR)
+        client.put(answer.encode(), ttr=RESULT_TTR)
         try:
             client.delete(job)
         except greenstalk.NotFoundError:
-            log.warning("job %d (%s) expired before its delete; result sent anyway", job.id, label)
+            log.warning("job %d (%s) expired before its delete; answer sent anyway", job.id, label)
         self.jobs_done += 1
-        log.debug("%s: %d/%d inside in %.3f s", label, inside, spec.darts, seconds)
+        log.debug("%s: done in %.3f s", label, seconds)
+
+    def fetch_input(self, client: greenstalk.Client[bytes], ref: InputRef) -> bytes:
+        """A run's shared input, read by ``peek`` of its chunks once, then from the cache."""
+        cached = self._inputs.get(ref.sha256)
+        if cached is not None:
+            return cached
+        parts = []
+        for job_id in ref.ids:
+            try:
+                parts.append(client.peek(job_id).body)
+            except greenstalk.NotFoundError:
+                raise InputMissingError(f"input chunk {job_id} is gone from the server") from None
+        data = b"".join(parts)
+        if len(data) != ref.size or hashlib.sha256(data).hexdigest() != ref.sha256:
+            raise InvalidBodyError("input does not match its sha256")
+        while len(self._inputs) >= INPUT_CACHE:
+            self._inputs.pop(next(iter(self._inputs)))
+        self._inputs[ref.sha256] = data
+        return data
 
     def _bury(
         self, client: greenstalk.Client[bytes], job: greenstalk.Job[bytes], reason: str
@@ -284,12 +338,12 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
         "--chunk-darts",
         type=argtypes.count(10**10),
         metavar="N",
-        help="darts per chunk between TTR checks (default by backend: ~10-50 ms of work)",
+        help="work per step between TTR checks, e.g. darts for pi (default: the workload's)",
     )
     parser.add_argument(
         "--backend",
-        choices=kernel.BACKENDS,
-        help="dart kernel (default numba when installed, else numpy)",
+        type=argtypes.worker_id,
+        help="compute backend for workloads that have several, e.g. pi's numba|numpy|python",
     )
     parser.add_argument(
         "--connect-timeout",
@@ -305,16 +359,18 @@ def command(args: argparse.Namespace) -> int:
     """Run the worker described by parsed ``args``."""
     if args.verbose:
         logging.getLogger().setLevel(logging.DEBUG)
-    if args.backend and args.backend not in kernel.available_backends():
-        print(f"pi-job worker: error: backend {args.backend!r} is not installed", file=sys.stderr)
-        return 2
+    known = sorted({b for name in workloads.names() for b in workloads.get(name).backends()})
+    if args.backend and args.backend not in known:
+        raise UsageError(
+            f"argument --backend: {args.backend!r} is not installed (have {', '.join(known)})"
+        )
     host = socket.gethostname()
     config = WorkerConfig(
         server=args.server,
         worker_id=args.id or default_worker_id(host),
         host=host,
         reserve_timeout=args.reserve_timeout,
-        chunk_darts=args.chunk_darts,
+        chunk=args.chunk_darts,
         backend=args.backend,
         connect_timeout=args.connect_timeout,
     )
