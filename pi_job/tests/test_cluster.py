@@ -19,7 +19,7 @@ REPORT_KEYS = {
     "job_darts", "workers", "started", "finished", "version",
 }  # fmt: skip
 """Every key pi has always written (existing result files and tools rely on them)."""
-ENVELOPE_KEYS = {"workload", "rejected", "params", "verification"}
+ENVELOPE_KEYS = {"workload", "rejected", "params", "verification", "result_keys"}
 
 
 def check_report(report: dict, seed: int, darts: int) -> None:

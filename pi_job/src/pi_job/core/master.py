@@ -458,10 +458,10 @@ class RunMaster:
                 log.info("could not drain late duplicates or delete inputs: %s", exc)
         self.progress.close()
         state = self.journal.state
-        keys = self.fold.summary()
-        keys["verification"] = self.fold.verify()
         first = state.sessions[0].start if state.sessions else time.time()
         self.journal.touch_session()
+        keys = self.fold.summary(state.active_seconds)
+        keys["verification"] = self.fold.verify()
         self.journal.finish(
             {
                 "started": iso_time(first),
@@ -665,5 +665,6 @@ def command(args: argparse.Namespace) -> int:
     if options.json:
         print(json.dumps(summary, indent=2))
     else:
-        print("\n".join(summary_lines(summary, workloads.get(summary["workload"]))))
+        workload = workloads.get(summary["workload"])
+        print("\n".join(summary_lines(summary, workload, summary["result_keys"])))
     return 0

@@ -34,6 +34,7 @@ from pi_job.core import argtypes, runlock
 from pi_job.core.connection import CONNECTION_ERRORS, ServerAddress, close_quietly, connect
 from pi_job.core.envelope import results_tube
 from pi_job.core.journal import default_state_dir
+from pi_job.errors import UsageError
 
 UNIT = "pi-run@{}.service"
 UNIT_PROPS = ("ActiveState", "SubState", "Result", "NRestarts", "StatusText", "UnitFileState")
@@ -169,9 +170,7 @@ def cancel(state_dir: Path, server: ServerAddress, run_id: str) -> str:
         )
     pid = runlock.holder_pid(state_dir, run_id)
     if pid is not None:
-        raise argtypes.UsageError(
-            f"run {run_id} still has a live master (pid {pid}): stop it first"
-        )
+        raise UsageError(f"run {run_id} still has a live master (pid {pid}): stop it first")
     path = state_dir / f"{run_id}.jsonl"
     pushed: set[int] = set()
     if path.exists():
@@ -284,7 +283,7 @@ def command(args: argparse.Namespace) -> int:
     now = time.time()
     if args.cancel is not None:
         if args.server is None:
-            raise argtypes.UsageError("--cancel needs --server HOST:PORT")
+            raise UsageError("--cancel needs --server HOST:PORT")
         try:
             print(cancel(state_dir, args.server, args.cancel))
         except CONNECTION_ERRORS as exc:

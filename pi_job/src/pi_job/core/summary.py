@@ -59,17 +59,21 @@ def build_summary(
         "params": plan.params,
     }
     summary.update(workload_keys)
+    summary["result_keys"] = sorted(workload_keys)
     total = sum(per_host.values())
     summary[f"{unit}_per_second"] = total / seconds if seconds > 0 else None
     return summary
 
 
-def summary_lines(summary: dict[str, Any], workload: Workload) -> list[str]:
-    """The summary as human-readable lines: the envelope's, then the workload's."""
+def summary_lines(summary: dict[str, Any], workload: Workload, keys: list[str]) -> list[str]:
+    """The summary as human-readable lines: the envelope's, and the workload's ``keys``."""
+    own = workload.lines(summary) or [
+        f"{key:<14} {summary[key]}" for key in keys if key != "verification"
+    ]
     hosts = ", ".join(f"{host} {work:,}" for host, work in summary["per_host"].items())
     return [
         f"run            {summary['run_id']} ({summary['workload']}, seed {summary['seed']})",
-        *workload.lines(summary),
+        *own,
         f"duplicates     {summary['duplicates']} dropped",
         f"rejected       {summary['rejected']} answers dropped",
         f"re-deliveries  {summary['redeliveries']}",

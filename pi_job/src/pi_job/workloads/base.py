@@ -52,21 +52,22 @@ class JobContext(Protocol):
 class Fold(ABC):
     """Folds the answers of one run into its result; each job index arrives once."""
 
-    @abstractmethod
     def add(self, job: int, value: dict[str, Any], payload: bytes) -> None:
         """Take the answer of job ``job`` (checked by :meth:`Workload.check_answer`).
 
         Anything written to disk must be durable when this returns: the master journals the
-        answer next and then deletes it from the queue.
+        answer next and then deletes it from the queue. By default: :meth:`restore` (for
+        answers whose payload is not kept).
         """
+        self.restore(job, value)
 
     @abstractmethod
     def restore(self, job: int, value: dict[str, Any]) -> None:
         """Take an answer replayed from the journal (its payload was kept by :meth:`add`)."""
 
     @abstractmethod
-    def summary(self) -> dict[str, Any]:
-        """The workload's keys of the run summary (after every job is in)."""
+    def summary(self, seconds: float) -> dict[str, Any]:
+        """The workload's keys of the run summary (after every job is in, in ``seconds``)."""
 
     def verify(self) -> dict[str, Any]:
         """Check the finished result; return its figures, raise RunError when it is wrong."""
@@ -133,7 +134,7 @@ class Workload(ABC):
         """A fold for a (new or resumed) run."""
 
     def lines(self, summary: dict[str, Any]) -> list[str]:
-        """Human-readable lines of this workload's summary keys."""
+        """Human-readable lines of this workload's summary keys (default: ``key value``)."""
         return []
 
     def progress_units(self, params: dict[str, Any]) -> tuple[str, int]:

@@ -180,16 +180,12 @@ class PiFold(Fold):
         self.inside = 0
         self.started = time.monotonic()
 
-    def add(self, job: int, value: dict[str, Any], payload: bytes) -> None:
-        """Add one job's counts."""
-        self.restore(job, value)
-
     def restore(self, job: int, value: dict[str, Any]) -> None:
         """Add one job's counts."""
         self.darts += int(value["darts"])
         self.inside += int(value["inside"])
 
-    def summary(self) -> dict[str, Any]:
+    def summary(self, seconds: float) -> dict[str, Any]:
         """The keys pi has always written (``darts_per_second`` is added by the envelope)."""
         est = estimate(self.inside, self.darts)
         return {

@@ -1,0 +1,1 @@
+"""Matrix multiplication C = A @ B in row panels, and matrix-vector multiplication."""

@@ -1,0 +1,72 @@
+"""The operands of a matrix product: generated from a seed or loaded from ``.npy`` files.
+
+Loading never unpickles (``allow_pickle=False``) and every check gives one line: dtype (float64
+or int64 only), shape, emptiness, NaN/Inf, size limit, int64 overflow of the product.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Final
+
+import numpy as np
+import numpy.typing as npt
+
+from pi_job.errors import UsageError
+
+DTYPES: Final = ("float64", "int64")
+MAX_OPERAND_BYTES: Final = 2**31
+"""Largest operand file (2 GiB): the master keeps it, every worker holds B."""
+MAX_DIM: Final = 2**20
+INT_RANGE: Final = 1000
+"""Generated int64 entries are drawn from -INT_RANGE..INT_RANGE."""
+
+
+def generate(seed: int, shape: tuple[int, int], dtype: str, which: int) -> npt.NDArray[np.generic]:
+    """Operand ``which`` (0 for A, 1 for B) of the product generated from ``seed``."""
+    rng = np.random.default_rng([seed, which])
+    if dtype == "int64":
+        return rng.integers(-INT_RANGE, INT_RANGE, size=shape, dtype=np.int64, endpoint=True)
+    return rng.standard_normal(shape)
+
+
+def load(path: Path, name: str) -> npt.NDArray[np.generic]:
+    """Load and check one operand file (memory-mapped, never unpickled)."""
+    if not path.is_file():
+        raise UsageError(f"{name}: no such file: {path}")
+    size = path.stat().st_size
+    if size > MAX_OPERAND_BYTES:
+        raise UsageError(f"{name}: {path} has {size} bytes (limit {MAX_OPERAND_BYTES})")
+    try:
+        array = np.load(path, mmap_mode="r", allow_pickle=False)
+    except ValueError as exc:
+        raise UsageError(f"{name}: {path} is not a plain .npy array: {exc}") from None
+    except OSError as exc:
+        raise UsageError(f"{name}: cannot read {path}: {exc}") from None
+    if not isinstance(array, np.ndarray):
+        raise UsageError(f"{name}: {path} is not a single .npy array")
+    if array.dtype.name not in DTYPES:
+        raise UsageError(f"{name}: dtype {array.dtype} is not one of {', '.join(DTYPES)}")
+    if array.ndim != 2:
+        raise UsageError(f"{name}: shape {array.shape} is not a matrix (2 dimensions)")
+    if array.size == 0:
+        raise UsageError(f"{name}: empty array of shape {array.shape}")
+    if array.dtype.kind == "f" and not np.isfinite(array).all():
+        raise UsageError(f"{name}: contains NaN or Inf")
+    return array
+
+
+def check_pair(a: npt.NDArray[np.generic], b: npt.NDArray[np.generic]) -> None:
+    """Shapes that multiply, one dtype, no int64 overflow possible."""
+    if a.shape[1] != b.shape[0]:
+        raise UsageError(
+            f"shapes {a.shape} and {b.shape} do not multiply (A's columns != B's rows)"
+        )
+    if a.dtype != b.dtype:
+        raise UsageError(f"dtypes differ: A is {a.dtype}, B is {b.dtype}")
+    if a.dtype == np.int64:
+        bound = int(np.abs(a).max()) * int(np.abs(b).max()) * int(a.shape[1])
+        if bound >= 2**63:
+            raise UsageError(
+                f"int64 product could overflow: max|A| * max|B| * k = {bound} >= 2**63"
+            )

@@ -1,0 +1,76 @@
+"""Checks of a finished product C = A @ B that cost O(n^2), plus a full one when it is small."""
+
+from __future__ import annotations
+
+from typing import Any, Final
+
+import numpy as np
+import numpy.typing as npt
+
+from pi_job.errors import RunError
+
+FULL_CHECK_MAX: Final = 2048
+"""Largest dimension for which C is also compared with numpy's own A @ B."""
+TRIALS: Final = 8
+"""Freivalds trials (each misses a wrong C with probability <= 1/2, so 2**-8 in all)."""
+ROW_CHUNK: Final = 4096
+
+
+def _times(matrix: npt.NDArray[Any], vector: npt.NDArray[Any]) -> npt.NDArray[Any]:
+    """matrix @ vector, in row chunks so that a memory map is never read at once."""
+    out = np.empty(matrix.shape[0], dtype=np.result_type(matrix.dtype, vector.dtype))
+    for start in range(0, matrix.shape[0], ROW_CHUNK):
+        out[start : start + ROW_CHUNK] = matrix[start : start + ROW_CHUNK] @ vector
+    return out
+
+
+def verify_product(
+    a: npt.NDArray[Any], b: npt.NDArray[Any], c: npt.NDArray[Any], seed: int
+) -> dict[str, Any]:
+    """Return the verification's figures; raise RunError if C is not A @ B.
+
+    int64: Freivalds with 0/1 vectors is exact (wrap-around arithmetic is the same on both
+    sides), plus equality with numpy's product when small. float64: Freivalds with normal
+    vectors within a rounding bound, plus numpy's product within the same kind of bound.
+    """
+    rng = np.random.default_rng(seed)
+    k = a.shape[1]
+    exact = c.dtype == np.int64
+    worst = 0.0
+    for _ in range(TRIALS):
+        r: npt.NDArray[Any] = np.asarray(
+            rng.integers(0, 2, size=c.shape[1], dtype=np.int64)
+            if exact
+            else rng.standard_normal(c.shape[1])
+        )
+        left, right = _times(a, _times(b, r)), _times(c, r)
+        if exact:
+            if not np.array_equal(left, right):
+                raise RunError("verification failed: C != A @ B (Freivalds, int64)")
+            continue
+        scale = _times(np.abs(a), _times(np.abs(b), np.abs(r))) + 1e-300
+        error = float(np.max(np.abs(left - right) / scale))
+        worst = max(worst, error)
+    bound = 4.0 * k * float(np.finfo(np.float64).eps)
+    if not exact and worst > bound:
+        raise RunError(f"verification failed: Freivalds relative error {worst:.3g} > {bound:.3g}")
+    figures: dict[str, Any] = {
+        "method": "freivalds",
+        "trials": TRIALS,
+        "max_relative_error": worst,
+        "bound": 0.0 if exact else bound,
+        "ok": True,
+    }
+    if max(a.shape[0], k, c.shape[1]) <= FULL_CHECK_MAX:
+        reference = np.asarray(a) @ np.asarray(b)
+        if exact:
+            equal = bool(np.array_equal(reference, c))
+        else:
+            equal = bool(
+                np.allclose(reference, c, rtol=bound, atol=bound * float(np.abs(reference).max()))
+            )
+        if not equal:
+            raise RunError("verification failed: C differs from numpy's A @ B")
+        figures["method"] = "freivalds+numpy"
+        figures["numpy_equal"] = bool(np.array_equal(reference, c))
+    return figures

@@ -1,0 +1,317 @@
+"""``matmul``: C = A @ B, one job per row panel of A; ``matvec``: the same with one column.
+
+Data moves only through beanstalkd, as binary payloads: a job carries its panel of A, an answer
+its panel of C. B, which every job needs, is a shared input of the run: put on the server once
+and read by each worker once per run (``peek`` by id, cached). The master writes C into an
+``.npy`` file as panels arrive (memory-mapped, flushed before the answer is journaled), so it
+never holds C and the answers in memory, and a resumed run keeps the panels it has.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+from pathlib import Path
+from typing import Any, Final
+
+import numpy as np
+import numpy.typing as npt
+
+from pi_job.core import argtypes
+from pi_job.core.envelope import InvalidBodyError, check_exact_keys, int_field
+from pi_job.errors import UsageError
+from pi_job.limits import MAX_JOBS
+from pi_job.workloads.base import Fold, JobContext, Prepared, Workload
+from pi_job.workloads.matmul import operands
+from pi_job.workloads.matmul.verify import verify_product
+
+PANEL_BYTES: Final = 4 * 2**20
+"""Default size of a job's panel of A (and of C): big enough to keep the queue's per-job cost
+small against the compute, small enough for many jobs per worker and the server's -z."""
+JOBS_PER_WORKER: Final = 4
+_SPEC_KEYS: Final = frozenset({"dtype", "rows", "k", "n"})
+_VALUE_KEYS: Final = frozenset({"rows", "sha256"})
+
+
+def panels(m: int, rows: int) -> int:
+    """Number of row panels of ``rows`` rows for ``m`` rows."""
+    return -(-m // rows)
+
+
+def panel(m: int, rows: int, index: int) -> tuple[int, int]:
+    """Rows ``[start, stop)`` of panel ``index``."""
+    return index * rows, min(m, (index + 1) * rows)
+
+
+class MatMul(Workload):
+    """C = A @ B for float64 or int64 matrices, in row panels."""
+
+    name = "matmul"
+    description = "matrix multiplication C = A @ B (float64/int64), row panels, B sent once"
+
+    def add_arguments(self, parser: argparse.ArgumentParser) -> None:
+        """``--size N`` or ``--shape M K N`` (generated), or ``--a A.npy --b B.npy``."""
+        dim = argtypes.integer(1, operands.MAX_DIM)
+        add = parser.add_argument
+        add("--size", type=dim, metavar="N", help="matmul: generated n x n operands")
+        add("--shape", type=dim, nargs=3, metavar=("M", "K", "N"), help="matmul: generated shape")
+        add("--a", type=Path, metavar="A.npy", help="matmul: left operand file")
+        add("--b", type=Path, metavar="B.npy", help="matmul: right operand file")
+        add("--dtype", choices=operands.DTYPES, help="matmul: generated dtype (default float64)")
+        add("--panel-rows", type=dim, metavar="R", help="matmul: rows of A per job")
+
+    def shape_of(self, args: argparse.Namespace) -> tuple[int, int, int]:
+        """(m, k, n) of a generated product."""
+        if args.shape is not None:
+            m, k, n = args.shape
+            return int(m), int(k), int(n)
+        if args.size is None:
+            raise UsageError("matmul needs --size N, --shape M K N, or --a A.npy --b B.npy")
+        return args.size, args.size, args.size
+
+    def parameters(self, args: argparse.Namespace, workers: int) -> dict[str, Any]:
+        """Check the operands (files are loaded and checked now); choose the panel size."""
+        given = [opt for opt in ("size", "shape") if getattr(args, opt) is not None]
+        if (args.a is None) != (args.b is None):
+            raise UsageError("--a and --b go together")
+        if args.a is not None:
+            if given or args.dtype is not None:
+                raise UsageError(
+                    "--a/--b take shape and dtype from the files: drop --size/--shape/--dtype"
+                )
+            a, b = operands.load(args.a, "--a"), operands.load(args.b, "--b")
+            operands.check_pair(a, b)
+            (m, k), n, dtype = a.shape, b.shape[1], a.dtype.name
+            source: dict[str, Any] = {"a": str(args.a.resolve()), "b": str(args.b.resolve())}
+        else:
+            if len(given) > 1:
+                raise UsageError("give --size or --shape, not both")
+            m, k, n = self.shape_of(args)
+            dtype = args.dtype or "float64"
+            source = {"a": None, "b": None}
+        n = self.columns(n)
+        itemsize = np.dtype(dtype).itemsize
+        if (
+            k * n * itemsize > operands.MAX_OPERAND_BYTES
+            or m * k * itemsize > operands.MAX_OPERAND_BYTES
+        ):
+            limit = operands.MAX_OPERAND_BYTES
+            raise UsageError(f"operands of shape ({m}, {k}) and ({k}, {n}) exceed {limit} bytes")
+        rows = args.panel_rows or self.default_rows(m, k, n, itemsize, workers)
+        if panels(m, rows) > MAX_JOBS:
+            raise UsageError(f"{m} rows in panels of {rows} would need more than {MAX_JOBS} jobs")
+        return {"dtype": dtype, "m": m, "k": k, "n": n, "rows": min(rows, m), **source}
+
+    def columns(self, n: int) -> int:
+        """Columns of B (matvec forces one)."""
+        return n
+
+    @staticmethod
+    def default_rows(m: int, k: int, n: int, itemsize: int, workers: int) -> int:
+        """Panels of about :data:`PANEL_BYTES`, and at least 4 jobs per worker."""
+        by_bytes = max(1, PANEL_BYTES // (max(k, n) * itemsize))
+        by_workers = max(1, -(-m // (JOBS_PER_WORKER * max(1, workers))))
+        return min(by_bytes, by_workers, m)
+
+    def check_resume(self, params: dict[str, Any], args: argparse.Namespace) -> list[str]:
+        """A resume takes everything from the journal: new operands are a clash."""
+        given = [
+            f"--{opt.replace('_', '-')}"
+            for opt in ("size", "shape", "a", "b", "dtype")
+            if getattr(args, opt, None) is not None
+        ]
+        return [f"{opt} (the run's operands are fixed)" for opt in given]
+
+    def operand_paths(self, run_dir: Path) -> tuple[Path, Path]:
+        """Where the master keeps A and B of a run."""
+        return run_dir / "A.npy", run_dir / "B.npy"
+
+    def prepare(self, params: dict[str, Any], seed: int, run_dir: Path) -> Prepared:
+        """Keep A and B in the run directory (generated or copied); B is the shared input."""
+        a_path, b_path = self.operand_paths(run_dir)
+        if not (a_path.exists() and b_path.exists()):
+            shape_a, shape_b = (params["m"], params["k"]), (params["k"], params["n"])
+            if params["a"] is None:
+                a = operands.generate(seed, shape_a, params["dtype"], 0)
+                b = operands.generate(seed, shape_b, params["dtype"], 1)
+            else:
+                a, b = (
+                    operands.load(Path(params["a"]), "--a"),
+                    operands.load(Path(params["b"]), "--b"),
+                )
+            np.save(b_path, np.ascontiguousarray(b))
+            np.save(a_path, np.ascontiguousarray(a))
+        b = np.load(b_path, mmap_mode="r", allow_pickle=False)
+        return Prepared(jobs=panels(params["m"], params["rows"]), inputs={"B": b.tobytes()})
+
+    def job(
+        self, params: dict[str, Any], seed: int, run_dir: Path, index: int
+    ) -> tuple[dict[str, Any], bytes]:
+        """Panel ``index`` of A as the payload."""
+        start, stop = panel(params["m"], params["rows"], index)
+        a = np.load(self.operand_paths(run_dir)[0], mmap_mode="r", allow_pickle=False)
+        spec = {"dtype": params["dtype"], "rows": [start, stop], "k": params["k"], "n": params["n"]}
+        return spec, a[start:stop].tobytes()
+
+    def compute(
+        self, spec: dict[str, Any], payload: bytes, context: JobContext
+    ) -> tuple[dict[str, Any], bytes]:
+        """One panel of C, with numpy (one BLAS thread per worker instance)."""
+        check_exact_keys(spec, _SPEC_KEYS, "spec")
+        if spec["dtype"] not in operands.DTYPES:
+            raise InvalidBodyError(f"dtype {spec['dtype']!r} is not one of {operands.DTYPES}")
+        dtype = np.dtype(spec["dtype"])
+        k = int_field(spec, "k", 1, operands.MAX_DIM)
+        n = int_field(spec, "n", 1, operands.MAX_DIM)
+        start, stop = _rows(spec["rows"])
+        if len(payload) != (stop - start) * k * dtype.itemsize:
+            raise InvalidBodyError(
+                f"payload of {len(payload)} bytes for a {stop - start} x {k} panel"
+            )
+        b_bytes = context.input("B")
+        if len(b_bytes) != k * n * dtype.itemsize:
+            raise InvalidBodyError(f"input B of {len(b_bytes)} bytes is not {k} x {n} {dtype}")
+        a = np.frombuffer(payload, dtype=dtype).reshape(stop - start, k)
+        b = np.frombuffer(b_bytes, dtype=dtype).reshape(k, n)
+        c = a @ b
+        data = c.tobytes()
+        return {"rows": [start, stop], "sha256": hashlib.sha256(data).hexdigest()}, data
+
+    def check_answer(
+        self, params: dict[str, Any], index: int, value: dict[str, Any], payload: bytes
+    ) -> None:
+        """The planned rows, the right number of bytes, and a matching sha256."""
+        check_exact_keys(value, _VALUE_KEYS, "answer")
+        start, stop = panel(params["m"], params["rows"], index)
+        if _rows(value["rows"]) != (start, stop):
+            raise InvalidBodyError(
+                f"job {index} answered rows {value['rows']}, planned {[start, stop]}"
+            )
+        expected = (stop - start) * params["n"] * np.dtype(params["dtype"]).itemsize
+        if len(payload) != expected:
+            raise InvalidBodyError(f"answer of {len(payload)} bytes, expected {expected}")
+        if hashlib.sha256(payload).hexdigest() != value["sha256"]:
+            raise InvalidBodyError("answer payload does not match its sha256")
+
+    def fold(self, params: dict[str, Any], seed: int, jobs: int, run_dir: Path) -> Fold:
+        """Write panels into ``run_dir/C.npy``."""
+        return MatMulFold(self, params, jobs, run_dir)
+
+    def lines(self, summary: dict[str, Any]) -> list[str]:
+        """Shape, speed, checksum and verification."""
+        check = summary["verification"]
+        return [
+            f"product        {summary['shape'][0]} x {summary['k']} @ {summary['k']} x "
+            f"{summary['shape'][1]} {summary['dtype']} in {summary['jobs']} panels of "
+            f"{summary['panel_rows']} rows",
+            f"GFLOP/s        {summary['gflops']:.3g}",
+            f"bytes moved    {summary['bytes_moved']:,}",
+            f"sha256(C)      {summary['sha256']}",
+            f"verified       {check['method']}: {'ok' if check['ok'] else 'FAILED'}",
+            f"C              {summary['output']}",
+        ]
+
+    def progress_units(self, params: dict[str, Any]) -> tuple[str, int]:
+        """Rows of C."""
+        return ("rows", int(params["m"]))
+
+    def weight(self, value: dict[str, Any]) -> int:
+        """Rows of C in an answer."""
+        start, stop = value["rows"]
+        return int(stop) - int(start)
+
+
+class MatVec(MatMul):
+    """y = A @ x: the bandwidth-bound case (B has one column); uses matmul's options."""
+
+    name = "matvec"
+    description = "matrix-vector multiplication y = A @ x (bandwidth-bound: no speed-up)"
+
+    def add_arguments(self, parser: argparse.ArgumentParser) -> None:
+        """Shares ``--size``, ``--shape``, ``--a``, ``--b``, ``--dtype``, ``--panel-rows``."""
+
+    def parameters(self, args: argparse.Namespace, workers: int) -> dict[str, Any]:
+        """As matmul; a file B must have one column."""
+        params = super().parameters(args, workers)
+        if params["b"] is not None and params["n"] != 1:
+            raise UsageError(f"matvec: B must have one column, it has {params['n']}")
+        return params
+
+    def columns(self, n: int) -> int:
+        """One column."""
+        return 1
+
+
+class MatMulFold(Fold):
+    """Panels land in a memory-mapped C.npy, flushed before each answer is journaled."""
+
+    def __init__(self, workload: MatMul, params: dict[str, Any], jobs: int, run_dir: Path) -> None:
+        """Open (or create) C.npy."""
+        self.workload = workload
+        self.params = params
+        self.jobs = jobs
+        self.run_dir = run_dir
+        self.path = run_dir / "C.npy"
+        self.dtype = np.dtype(params["dtype"])
+        shape = (params["m"], params["n"])
+        mode = "r+" if self.path.exists() else "w+"
+        self.c: np.memmap[Any, Any] = np.lib.format.open_memmap(
+            self.path, mode=mode, dtype=self.dtype, shape=shape
+        )
+        self.answered_bytes = 0
+
+    def add(self, job: int, value: dict[str, Any], payload: bytes) -> None:
+        """Write the panel and flush it to disk."""
+        start, stop = _rows(value["rows"])
+        self.c[start:stop] = np.frombuffer(payload, dtype=self.dtype).reshape(stop - start, -1)
+        self.c.flush()
+
+    def restore(self, job: int, value: dict[str, Any]) -> None:
+        """The panel is already in C.npy."""
+
+    def summary(self, seconds: float) -> dict[str, Any]:
+        """Shape, dtype, grid, bytes moved, GFLOP/s, sha256 of C."""
+        m, k, n = self.params["m"], self.params["k"], self.params["n"]
+        item = self.dtype.itemsize
+        self.c.flush()
+        digest = hashlib.sha256(np.ascontiguousarray(self.c).data).hexdigest()
+        flops = 2.0 * m * k * n
+        return {
+            "shape": [m, n],
+            "k": k,
+            "dtype": self.dtype.name,
+            "panel_rows": self.params["rows"],
+            "grid": [self.jobs, 1],
+            "bytes_moved": m * k * item + m * n * item + k * n * item,
+            "gflops": flops / seconds / 1e9 if seconds > 0 else None,
+            "sha256": digest,
+            "output": str(self.path),
+        }
+
+    def verify(self) -> dict[str, Any]:
+        """Exact for int64, Freivalds (and numpy when small) for float64."""
+        a_path, b_path = self.workload.operand_paths(self.run_dir)
+        a = np.load(a_path, mmap_mode="r", allow_pickle=False)
+        b = np.load(b_path, mmap_mode="r", allow_pickle=False)
+        return verify_product(a, b, self.c, seed=self.jobs)
+
+    def close(self) -> None:
+        """Flush and drop the memory map."""
+        self.c.flush()
+        del self.c
+
+
+def _rows(value: object) -> tuple[int, int]:
+    if (
+        not isinstance(value, list)
+        or len(value) != 2
+        or not all(isinstance(v, int) and not isinstance(v, bool) for v in value)
+        or not 0 <= value[0] < value[1] <= operands.MAX_DIM
+    ):
+        raise InvalidBodyError("'rows' must be [start, stop] with 0 <= start < stop")
+    return int(value[0]), int(value[1])
+
+
+def as_array(data: bytes, dtype: str, shape: tuple[int, int]) -> npt.NDArray[np.generic]:
+    """Bytes of a C-ordered matrix as an array (no copy)."""
+    return np.frombuffer(data, dtype=np.dtype(dtype)).reshape(shape)
