@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import re
+import shlex
 import time
 from typing import Self
 
@@ -190,21 +191,21 @@ def test_unit_reload_of_a_refused_file_keeps_the_table(normal_table):
     server = node(SERVER)
     server.check_output(f"cp {NFT_FILE} /tmp/fw-good.nft")
     bad = (
-        f"printf 'table inet {TABLE}\\ndelete table inet {TABLE}\\ntable inet {TABLE} {{\\n"
-        " set s {{\\n  type ipv4_addr\\n  flags interval\\n  elements = {{ 10.9.0.0/24, 10.9.0.1 }}\\n }}\\n"
-        f"}}\\n' >{NFT_FILE}"
+        f"table inet {TABLE}\ndelete table inet {TABLE}\ntable inet {TABLE} {{\n set s {{\n"
+        "  type ipv4_addr\n  flags interval\n  elements = { 10.9.0.0/24, 10.9.0.1 }\n }\n}\n"
     )
     try:
-        server.check_output(bad)
+        server.check_output(f"printf %s {shlex.quote(bad)} >{NFT_FILE}")
         reload = server.run(f"systemctl reload {UNIT}")
         state = server.run(f"systemctl is-active {UNIT}").stdout.strip()
     finally:
         server.check_output(f"cp /tmp/fw-good.nft {NFT_FILE}")
     error = server.run(
-        f"journalctl -u {UNIT} -n 5 --no-pager | grep -m1 Error"
+        f"journalctl -u {UNIT} -n 8 --no-pager | grep -m1 Error:"
     ).stdout.strip()
     print(f"\nreload of a refused file: rc {reload.rc}; unit {state}; {error}")
     assert reload.rc != 0, reload.stdout
+    assert "conflicting intervals" in error, error
     assert state == "active", state
     assert table() == normal_table
     assert_outsider_blocked_workers_open()
@@ -217,14 +218,28 @@ def test_overlapping_subnet_is_merged(normal_table):
         f"\nbeanstalkd_firewall_allowed={OVERLAP}: rc {code}, {seconds:.1f} s; {watch.summary()}"
     )
     assert code == 0, msg + text[-3000:]
+    written = set_elements(node(SERVER).check_output(f"cat {NFT_FILE}"))
     loaded = table()
     elements = set_elements(loaded)
-    print(f"set elements: {elements}")
-    assert "172.30.70.8/30" in elements and "fd00:70::/64" in elements, loaded
-    assert "172.30.70.10," not in elements and "fd00:70::5" not in elements, (
-        loaded
-    )  # merged
+    print(f"set elements written: {written}; loaded: {elements}")
+    # The role merged them (10, 11/32 and 11 inside 8/30; ::5 inside ::/64) ...
+    assert written.split() == ["172.30.70.8/30,", "172.30.70.12", "fd00:70::/64"], (
+        written
+    )
     assert "auto-merge" in loaded, loaded
+    # ... and the kernel holds exactly that: .9 (only in the subnet) is in, the outsider is not.
+    server = node(SERVER)
+    for addr, inside in (
+        ("172.30.70.9", True),
+        ("172.30.70.12", True),
+        ("172.30.70.20", False),
+    ):
+        got = (
+            server.run(f"nft get element inet {TABLE} clients4 '{{ {addr} }}'").rc == 0
+        )
+        assert got == inside, (addr, loaded)
+    v6 = server.run(f"nft get element inet {TABLE} clients6 '{{ fd00:70::1234 }}'")
+    assert v6.rc == 0, loaded
     assert watch.gaps == 0 and watch.opened == 0, watch.summary()
     assert_outsider_blocked_workers_open()
     FIGURES["security"].append(
