@@ -10,11 +10,15 @@ are hashed from ``(seed, b)`` by SplitMix64::
     word w of lane j of block b
                 = splitmix64((key + (4*(b*LANES + j) + w + 1) * GAMMA) mod 2**64),  w = 0..3
     dart b*BLOCK + k  (0 <= k < BLOCK) is output k // LANES of lane k % LANES of block b
-    r = xoshiro256++ output (64 bits);  x = r >> 33;  y = r & (2**31 - 1)
+    r = xoshiro256++ output (64 bits)
+    x = r >> 33                            # 31 bits, 0 <= x < 2**31
+    y = low 32 bits of r, two's complement # -2**31 <= y < 2**31
     inside  iff  x*x + y*y < 2**62
 
-The generator needs only shifts, rotations, xors and adds; the test's squares are of 31-bit
-numbers (one 32x32->64-bit multiply each), so the hot loop runs at SIMD speed on every x86-64.
+So the dart falls in the rectangle ``[0, 2**31) x [-2**31, 2**31)`` and is inside the half disc
+of radius ``2**31``: probability ``pi/4``, as with a quarter circle. The generator needs only
+shifts, rotations, xors and adds; the test's squares are 32x32->64-bit multiplies of the two
+halves of ``r`` (``y`` needs no masking), so the hot loop runs at SIMD speed on every x86-64.
 
 **The job stream** (:func:`count_inside`, kept until every caller uses the run stream). Dart
 ``i`` of a job with 64-bit ``seed`` is derived from a counter::
@@ -56,7 +60,9 @@ __all__ = [
 MASK64 = (1 << 64) - 1
 """All counter arithmetic is modulo 2**64."""
 MASK31 = (1 << 31) - 1
-"""Mask of the low 31 bits (``y``)."""
+"""Mask of the low 31 bits (``y`` of the job stream)."""
+MASK32 = (1 << 32) - 1
+"""Mask of the low 32 bits (``y`` of the run stream, before its sign is applied)."""
 GAMMA = 0x9E3779B97F4A7C15
 """Weyl increment of the dart counter (golden ratio, as in SplitMix64)."""
 MIX1 = 0xBF58476D1CE4E5B9
@@ -184,7 +190,7 @@ def count_outside_range_python(key: int, start: int, darts: int) -> int:
                 s[:] = (s0, s1, s2, s3)
                 if lo <= step * LANES + lane < hi:
                     x = r >> 33
-                    y = r & MASK31
+                    y = (r & MASK32) - ((r >> 31) & 1) * (1 << 32)
                     outside += x * x + y * y >= LIMIT
         position = block * BLOCK + hi
     return outside

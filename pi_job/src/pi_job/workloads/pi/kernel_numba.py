@@ -6,9 +6,9 @@ xoshiro256++ lanes of a block together. It is written as explicit LLVM vector IR
 vectorisers, which on some CPUs (Intel Xeon tuned ``prefer-256-bit``) pick narrower vectors
 or keep the lane states in memory: explicit 512-bit vectors become ``zmm`` code on every
 AVX-512 CPU and are split into ``ymm``/``xmm`` halves elsewhere, with the same result. The
-squares of the inside test are of 31-bit numbers, which LLVM turns into 32x32->64-bit
-multiplies (``vpmuldq``/``vpmuludq``). Partial steps at the ends of a range are done lane by
-lane.
+squares of the inside test are of the 31-bit high part and the signed 32-bit low part of
+each output, which LLVM turns into 32x32->64-bit multiplies (``vpmuludq``/``vpmuldq``).
+Partial steps at the ends of a range are done lane by lane.
 
 **Job stream** (:func:`count_outside`): the loop body is branch-free ``uint64`` arithmetic whose
 only loop-carried value is an integer sum, so LLVM vectorises it (``vpmullq`` multiplies). Every
@@ -38,6 +38,7 @@ from pi_job.workloads.pi.kernel import (
     GAMMA,
     LANES,
     MASK31,
+    MASK32,
     MASK64,
     MIX1,
     MIX2,
@@ -60,6 +61,8 @@ _S30 = _U64(30)
 _S31 = _U64(31)
 _S33 = _U64(33)
 _S62 = _U64(62)
+_S32 = _U64(32)
+_MASK32 = _U64(MASK32)
 _LANES = _U64(LANES)
 _BLOCK = _U64(BLOCK)
 _STEPS = _U64(STEPS)
@@ -120,8 +123,8 @@ def _run_lanes_typer(typingctx: Any, state: Any, steps: Any) -> Any:
 
     ``state`` is a C-contiguous ``uint64`` array of ``4 * LANES`` words, word ``w`` of lane
     ``j`` at ``w * LANES + j``; it is updated in place. The loop keeps the states in
-    ``4 * LANES / 8`` vectors of ``<8 x i64>`` and uses shifts, xors, adds and the two
-    squares of 31-bit numbers only.
+    ``4 * LANES / 8`` vectors of ``<8 x i64>`` and uses shifts, rotations, xors, adds and the
+    two 32x32->64-bit squares only.
     """
     if not (
         isinstance(state, types.Array)
@@ -155,7 +158,6 @@ def _run_lanes_typer(typingctx: Any, state: Any, steps: Any) -> Any:
             builder.store(builder.load(pointer, align=8, typ=vec), slot)
         for slot in slots[4 * _VECTORS :]:
             builder.store(splat(0), slot)
-        mask = splat(MASK31)
         with cgutils.for_range(builder, args[1]):
             for v in range(_VECTORS):
                 word = [slots[w * _VECTORS + v] for w in range(4)]
@@ -163,17 +165,20 @@ def _run_lanes_typer(typingctx: Any, state: Any, steps: Any) -> Any:
                 s0, s1, s2, s3 = (builder.load(slot, typ=vec) for slot in word)
                 r = builder.add(rotl(builder.add(s0, s3), 23), s0)
                 x = builder.lshr(r, splat(33))
-                y = builder.and_(r, mask)
+                y = builder.ashr(builder.shl(r, splat(32)), splat(32))  # signed low half
                 square = builder.add(builder.mul(x, x), builder.mul(y, y))
                 total = builder.add(builder.load(acc, typ=vec), builder.lshr(square, splat(62)))
                 builder.store(total, acc)
+                # The xoshiro256 update, as xor trees whose inner nodes have one use each
+                # (so that AVX-512 can fuse them into three-input vpternlogq).
                 t = builder.shl(s1, splat(17))
-                s2 = builder.xor(s2, s0)
-                s3 = builder.xor(s3, s1)
-                s1 = builder.xor(s1, s2)
-                s0 = builder.xor(s0, s3)
-                s2 = builder.xor(s2, t)
-                s3 = rotl(s3, 45)
+                s3x = builder.xor(s3, s1)
+                s0, s1, s2, s3 = (
+                    builder.xor(s0, s3x),
+                    builder.xor(builder.xor(s1, s2), s0),
+                    builder.xor(builder.xor(s2, t), s0),
+                    rotl(s3x, 45),
+                )
                 for slot, value in zip(word, (s0, s1, s2, s3), strict=True):
                     builder.store(value, slot)
         for pointer, slot in zip(pointers, slots, strict=False):
@@ -227,7 +232,7 @@ def _one_step_py(state: np.ndarray, first: np.uint64, lo: np.uint64, hi: np.uint
         dart = first + _U64(j)
         if lo <= dart and dart < hi:
             x = r >> _S33
-            y = r & _MASK31
+            y = (r & _MASK32) - (((r >> _S31) & _U64(1)) << _S32)  # signed low half, mod 2**64
             outside += (x * x + y * y) >> _S62
     return outside
 
