@@ -1,7 +1,7 @@
 """Peak memory of the dart kernel: does a worker's RSS grow with the job size?
 
 Each measurement runs in a fresh interpreter that imports the pi kernel, warms up numba
-and then counts darts with one backend; the child reports its peak resident set size
+and then counts darts of the run stream (``count_inside_range``) with one backend; the child reports its peak resident set size
 (``resource.getrusage(RUSAGE_SELF).ru_maxrss``) before and after the count. A bounded kernel
 shows the same peak for a small and a big count. Prints a table (or JSON with ``--json``).
 
@@ -26,10 +26,9 @@ if hide_numba:
     sys.modules["numba"] = None  # as if numba were not installed
 from pi_job.workloads.pi import kernel
 kernel.warm_up()
-seed = kernel.job_seed(1, 0)
 before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
 began = time.perf_counter()
-inside = kernel.count_inside(seed, darts, backend=backend)
+inside = kernel.count_inside_range(1, 0, darts, backend=backend)
 seconds = time.perf_counter() - began
 after = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
 print(json.dumps({"before_kib": before, "peak_kib": after, "seconds": seconds,
