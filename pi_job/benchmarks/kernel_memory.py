@@ -1,8 +1,9 @@
 """Peak memory of the dart kernel: does a worker's RSS grow with the job size?
 
 Each measurement runs in a fresh interpreter that imports the pi kernel, warms up numba
-and then counts darts of the run stream (``count_inside_range``) with one backend; the child reports its peak resident set size
-(``resource.getrusage(RUSAGE_SELF).ru_maxrss``) before and after the count. A bounded kernel
+and then counts darts of the run stream (``count_inside_range``) with one backend; the child
+reports its peak resident set size (``resource.getrusage(RUSAGE_SELF).ru_maxrss``) before and
+after the count. A bounded kernel
 shows the same peak for a small and a big count. Prints a table (or JSON with ``--json``).
 
     .venv/bin/python pi_job/benchmarks/kernel_memory.py [--big-numba 2e10] [--big-numpy 1e9]
