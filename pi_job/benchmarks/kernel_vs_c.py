@@ -219,7 +219,7 @@ def measure(rounds: int, blocks: int, reps: int) -> dict[str, Any]:
                 rates["numba"] = max(rates.get("numba", 0.0), darts / seconds)
                 same_stream &= inside == c_inside
         # The slow ones: a few blocks (numpy) and a fraction of one (python), checked against C.
-        small = max(1, blocks // 16)
+        small = max(1, blocks // 2)
         kind, c_inside, _ = time_c(binary, 0, small, 1)
         inside, seconds = time_backend("numpy", 0, small * kernel.BLOCK, 2)
         rates["numpy"] = small * kernel.BLOCK / seconds

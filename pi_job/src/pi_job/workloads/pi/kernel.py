@@ -33,8 +33,9 @@ counts depend only on the arguments: not on the backend, the chunk size or the m
 
 Backends (fastest first): ``numba`` (when importable, JIT-compiled and vectorised),
 ``numpy`` (always available, chunked, bounded memory) and ``python`` (the slow reference).
-Backend modules count the darts *outside* the quarter circle: since ``x*x + y*y < 2**63``, a
-dart is outside iff ``(x*x + y*y) >> 62 == 1``, which turns the test into a plain integer sum.
+Backend modules count the darts *outside* the circle: since ``x*x + y*y < 2**63`` in both
+streams, a dart is outside iff ``(x*x + y*y) >> 62 == 1``, which turns the test into a plain
+integer sum.
 """
 
 from __future__ import annotations
@@ -277,7 +278,7 @@ def count_inside(seed: int, darts: int, start: int = 0, backend: str | None = No
 
 def count_inside_range(seed: int, start: int, darts: int, backend: str | None = None) -> int:
     """Return how many darts of the run stream of ``seed`` with index ``start .. start+darts-1``
-    land inside the quarter circle.
+    land inside the circle (probability pi/4 each).
 
     Exact and split-invariant: ``count_inside_range(s, a, n + m)`` equals
     ``count_inside_range(s, a, n) + count_inside_range(s, a + n, m)`` on every backend, so the
