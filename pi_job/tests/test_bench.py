@@ -59,3 +59,11 @@ def test_measure_ranks_numba_above_python():
     rates = bench.measure(0.05)
     assert rates["numba"] > rates["python"]
     assert rates["numpy"] > rates["python"]
+
+
+def test_bench_seed_is_a_run_stream_seed():
+    """The timed kernel is the run stream, whose seeds are below 2**63."""
+    assert 0 <= bench.BENCH_SEED <= kernel.SEED_MAX
+    assert kernel.count_inside_range(bench.BENCH_SEED, 0, 1000) == kernel.count_inside_range(
+        bench.BENCH_SEED, 0, 1000, backend="python"
+    )
