@@ -8,6 +8,7 @@ import signal
 import time
 
 import greenstalk
+import pytest
 from conftest import BACKEND, Beanstalkd, Cluster, expected_inside, free_port, wait_for
 
 from pi_job.core.envelope import Answer, decode_job, results_tube
@@ -133,7 +134,9 @@ def test_redelivered_job_counted_once(cluster: Cluster, beanstalkd: Beanstalkd) 
     job_b = slow.reserve(timeout=5)  # held (touched) so that the run cannot finish early
     spec = decode_job(job_a.body)
     darts = spec.spec["darts"]
-    inside = kernel.count_inside(spec.spec["seed"], darts, backend=BACKEND)
+    inside = kernel.count_inside_range(
+        spec.spec["seed"], spec.spec["start"], darts, backend=BACKEND
+    )
     cluster.worker()
 
     def job_a_answered() -> bool:
@@ -158,24 +161,24 @@ def test_redelivered_job_counted_once(cluster: Cluster, beanstalkd: Beanstalkd) 
     assert report["redeliveries"] >= 2  # job A after its TTR, job B after its release
 
 
-H = b'{"v":2,"run":"r1","job":0,"w":"pi","spec":'
+H = b'{"v":2,"run":"r1","job":0,"w":"pi","spec":{"start":0,'
 MALFORMED = [
     b"not json at all",
     b'{"v":2,"run":"r1","job":"0","w":"pi","spec":{"seed":1,"darts":10}}',
-    H + b'{"seed":1,"darts":true}}',
-    H + b'{"seed":1,"darts":-5}}',
-    H + b'{"seed":1,"darts":10000000000000}}',
-    H + b'{"seed":1,"darts":1000000.0}}',
+    H + b'"seed":1,"darts":true}}',
+    H + b'"seed":1,"darts":-5}}',
+    H + b'"seed":1,"darts":10000000000000}}',
+    H + b'"seed":1,"darts":1000000.0}}',
     b'{"v":1,"run":"r1","job":0,"seed":1,"darts":10}',
-    H + b'{"seed":1,"darts":10,"extra":1}}',
-    H + b'{"seed":1,"darts":10,"darts":11}}',
+    H + b'"seed":1,"darts":10,"extra":1}}',
+    H + b'"seed":1,"darts":10,"darts":11}}',
     b'{"v":2,"run":"bad run","job":0,"w":"pi","spec":{"seed":1,"darts":10}}',
     b"\xff\xfe\x00\x01binary garbage\x80",
     b'{"v":2,"pad":"' + b"x" * 6000 + b'"}',
     b"[" * 1500 + b"]" * 1500,
     b"[1,2,3]",
     b'{"v":2,"run":"r1","job":0,"w":"no-such-workload","spec":{}}',
-    H + b'{"seed":1,"darts":10}}\npayload for a job that takes none',
+    H + b'"seed":1,"darts":10}}\npayload for a job that takes none',
 ]
 
 
@@ -306,18 +309,32 @@ def test_server_lost_its_jobs(cluster: Cluster, beanstalkd: Beanstalkd) -> None:
     assert "pushed jobs are gone from the server" in cluster.log_of(master)
 
 
-# Counts measured with the code before the workload interface (commit 065c4ba), same seed,
-# darts and job size: pi on the interface must give exactly these.
+# Counts of the run stream (count_inside_range), re-pinned when pi moved to it from per-job
+# seeds (the interface itself kept the old counts: 7,852,281 / 96,962,546 / 776 before).
+# 773 is also the pure-Python reference's count; the others are numba's and numpy's.
 PINNED = [
-    ("7", "1e7", "1e6", 7_852_281),
-    ("20261127", "123456789", "1e7", 96_962_546),
-    ("1", "1000", "7", 776),
+    ("7", "1e7", "1e6", 7_852_909),
+    ("20261127", "123456789", "1e7", 96_969_626),
+    ("1", "1000", "7", 773),
 ]
 
 
-def test_pi_on_the_interface_keeps_the_pinned_counts(cluster: Cluster) -> None:
+def test_pi_keeps_the_pinned_counts(cluster: Cluster) -> None:
     cluster.worker()
     for seed, darts, job_darts, inside in PINNED:
         proc = cluster.run_master("--darts", darts, "--job-darts", job_darts, "--seed", seed)
         assert proc.returncode == 0, proc.stderr
         assert json.loads(proc.stdout)["inside"] == inside
+
+
+@pytest.mark.parametrize("workers", [1, 2, 4])
+def test_pi_count_does_not_depend_on_the_split(cluster: Cluster, workers: int) -> None:
+    """Same (seed, darts): the same count for job sizes 1e6, 1e7, 1e8 and 1, 2, 4 workers."""
+    for _ in range(workers):
+        cluster.worker(backend="numpy" if workers == 4 else BACKEND)
+    for job_darts in ("1e6", "1e7", "1e8"):
+        proc = cluster.run_master("--darts", "2e8", "--job-darts", job_darts, "--seed", "20261127")
+        assert proc.returncode == 0, proc.stderr
+        report = json.loads(proc.stdout)
+        assert report["inside"] == 157_096_961
+        assert report["job_darts"] == int(float(job_darts))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import itertools
 import json
 import logging
 import math
@@ -29,7 +30,7 @@ from pi_job.core.plan import Plan
 from pi_job.core.sdnotify import Notifier
 from pi_job.limits import MAX_DARTS, InvalidValueError, parse_count
 from pi_job.workloads.pi.stats import estimate
-from pi_job.workloads.pi.workload import job_count, job_darts
+from pi_job.workloads.pi.workload import job_count, job_starts
 
 
 @pytest.mark.parametrize(
@@ -78,7 +79,7 @@ def test_answer_roundtrip_and_pi_checks() -> None:
     answer = Answer("r", 0, "h", "h:1", 0.5, 1, {"darts": 100, "inside": 80, "backend": "numba"})
     assert decode_answer(answer.encode()) == answer
     pi = workloads.get("pi")
-    params = {"darts": 1000, "jobs": 10}
+    params = {"darts": 1000, "job_darts": 100, "workers": 1, "jobs": 10, "guided": False}
     pi.check_answer(params, 0, answer.value, b"")
     for bad in [{**answer.value, "inside": 101}, {**answer.value, "darts": 99}, {"darts": 100}]:
         with pytest.raises(InvalidBodyError):
@@ -93,11 +94,13 @@ def test_parse_server() -> None:
             parse_server(bad)
 
 
-def test_pi_darts_sum_exactly() -> None:
-    darts, jobs = 10**9 + 7, 16
-    sizes = [job_darts(darts, jobs, i) for i in range(jobs)]
-    assert sum(sizes) == darts and max(sizes) - min(sizes) == 1
-    assert sizes[:7] == [sizes[0]] * 7
+def test_pi_jobs_cover_the_darts_once_and_shrink_at_the_end() -> None:
+    starts = job_starts(10**10 + 7, 10**9, 2)
+    sizes = [b - a for a, b in itertools.pairwise(starts)]
+    assert starts[0] == 0 and starts[-1] == 10**10 + 7 and min(sizes) > 0
+    assert sizes[0] == 10**9 and sizes == sorted(sizes, reverse=True)
+    assert sizes[-1] <= 10**9 // 8  # the tail is short, so no worker idles long
+    assert job_starts(1000, 7, 4, guided=False) == (*tuple(range(0, 1000, 7)), 1000)
     assert job_count(10**6, None, 3) == 12  # >= 4 jobs per worker
     assert job_count(10, None, 5) == 10  # never more jobs than darts
     assert job_count(5 * 10**9 + 1, None, 0) == 6  # <= 1e9 darts per job

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import functools
 import time
 from pathlib import Path
 from typing import Any, Final
@@ -10,7 +11,7 @@ from typing import Any, Final
 from pi_job.core import argtypes
 from pi_job.core.envelope import InvalidBodyError, check_exact_keys, int_field, text_field
 from pi_job.errors import RunError, UsageError
-from pi_job.limits import MAX_DARTS, MAX_JOB_DARTS, MAX_JOBS
+from pi_job.limits import MAX_DARTS, MAX_JOB_DARTS, MAX_JOBS, MAX_SEED
 from pi_job.workloads.base import Fold, JobContext, Prepared, Workload
 from pi_job.workloads.pi import kernel
 from pi_job.workloads.pi.stats import estimate
@@ -23,7 +24,12 @@ JOBS_PER_WORKER: Final = 4
 CHUNK_DARTS: Final = {"numba": 2**25, "numpy": 2**22, "python": 2**16}
 """Darts per chunk between progress ticks: roughly 10-50 ms of work for each backend."""
 
-_SPEC_KEYS: Final = frozenset({"seed", "darts"})
+TAIL_SHARE: Final = 2
+"""Guided self-scheduling: near the end a job takes 1/(TAIL_SHARE * workers) of what is left."""
+MIN_TAIL_DARTS: Final = 10**7
+"""Smallest job the tail shrinks to (~5 ms of work): the queue's per-job cost stays negligible."""
+
+_SPEC_KEYS: Final = frozenset({"seed", "start", "darts"})
 _VALUE_KEYS: Final = frozenset({"darts", "inside", "backend"})
 
 
@@ -45,10 +51,31 @@ def job_count(darts: int, job_darts: int | None, workers: int) -> int:
     return min(jobs, darts)
 
 
-def job_darts(darts: int, jobs: int, index: int) -> int:
-    """Darts of job ``index``: the first ``darts % jobs`` jobs get one more."""
-    base, extra = divmod(darts, jobs)
-    return base + 1 if index < extra else base
+@functools.lru_cache(maxsize=8)
+def job_starts(darts: int, size: int, workers: int, guided: bool = True) -> tuple[int, ...]:
+    """First dart of every job, and ``darts`` at the end.
+
+    Guided self-scheduling (the default job size): jobs of ``size`` darts while plenty is left,
+    then each job takes 1/(2 * workers) of what is left, down to :data:`MIN_TAIL_DARTS` (or
+    ``size`` if smaller), so that the last round of jobs is short and no worker idles long at
+    the end. Not guided (``--job-darts`` given): every job has ``size`` darts but the last.
+    The count does not depend on the split (one dart stream per run), only the balance does.
+    """
+    floor = size if not guided else max(min(size, MIN_TAIL_DARTS), size // 16)
+    starts, at = [0], 0
+    while at < darts:
+        share = -(-(darts - at) // (TAIL_SHARE * max(1, workers)))
+        at += min(size, max(floor, share), darts - at)
+        starts.append(at)
+    if len(starts) - 1 > MAX_JOBS:
+        raise UsageError(f"{darts} darts in jobs of at most {size} need more than {MAX_JOBS} jobs")
+    return tuple(starts)
+
+
+def job_range(params: dict[str, Any], index: int) -> tuple[int, int]:
+    """``(start, darts)`` of job ``index`` of a run with ``params``."""
+    starts = job_starts(params["darts"], params["job_darts"], params["workers"], params["guided"])
+    return starts[index], starts[index + 1] - starts[index]
 
 
 class Pi(Workload):
@@ -85,14 +112,18 @@ class Pi(Workload):
         if args.darts is None:
             raise UsageError("--darts is required for a new pi run")
         darts: int = args.darts
-        return {"darts": darts, "jobs": job_count(darts, args.job_darts, workers)}
+        guided = args.job_darts is None
+        size = args.job_darts or -(-darts // job_count(darts, None, workers))
+        params = {"darts": darts, "job_darts": size, "workers": max(1, workers), "guided": guided}
+        params["jobs"] = len(job_starts(darts, size, params["workers"], guided)) - 1
+        return params
 
     def check_resume(self, params: dict[str, Any], args: argparse.Namespace) -> list[str]:
         """``--darts`` and ``--job-darts`` must agree with the journal."""
         clashes = []
         if args.darts is not None and args.darts != params["darts"]:
             clashes.append(f"--darts {args.darts} (journal has {params['darts']})")
-        largest = job_darts(params["darts"], params["jobs"], 0)
+        largest = params["job_darts"]
         size = args.job_darts
         if size is not None and size < largest:
             clashes.append(f"--job-darts {size} (journal has {largest})")
@@ -105,16 +136,17 @@ class Pi(Workload):
     def job(
         self, params: dict[str, Any], seed: int, run_dir: Path, index: int
     ) -> tuple[dict[str, Any], bytes]:
-        """Job ``index`` throws its share of the darts with the job's own seed."""
-        darts = job_darts(params["darts"], params["jobs"], index)
-        return {"seed": kernel.job_seed(seed, index), "darts": darts}, b""
+        """Job ``index`` throws darts ``start .. start+darts-1`` of the run's stream."""
+        start, darts = job_range(params, index)
+        return {"seed": seed, "start": start, "darts": darts}, b""
 
     def compute(
         self, spec: dict[str, Any], payload: bytes, context: JobContext
     ) -> tuple[dict[str, Any], bytes]:
         """Count the darts inside, in chunks (a tick between chunks touches the job)."""
         check_exact_keys(spec, _SPEC_KEYS, "spec")
-        seed = int_field(spec, "seed", 0, 2**64 - 1)
+        seed = int_field(spec, "seed", 0, MAX_SEED)
+        start = int_field(spec, "start", 0, MAX_DARTS)
         darts = int_field(spec, "darts", 1, MAX_JOB_DARTS)
         if payload:
             raise InvalidBodyError("a pi job has no payload")
@@ -123,7 +155,7 @@ class Pi(Workload):
         inside = done = 0
         while done < darts:
             step = min(chunk, darts - done)
-            inside += kernel.count_inside(seed, step, start=done, backend=backend)
+            inside += kernel.count_inside_range(seed, start + done, step, backend=backend)
             done += step
             if done < darts:
                 context.tick(done / darts)
@@ -134,7 +166,7 @@ class Pi(Workload):
     ) -> None:
         """The planned darts, 0 <= inside <= darts, a backend name, no payload."""
         check_exact_keys(value, _VALUE_KEYS, "answer")
-        planned = job_darts(params["darts"], params["jobs"], index)
+        planned = job_range(params, index)[1]
         darts = int_field(value, "darts", 1, MAX_JOB_DARTS)
         if darts != planned:
             raise InvalidBodyError(f"job {index} has {darts} darts, planned {planned}")
@@ -195,7 +227,7 @@ class PiFold(Fold):
             "abs_error": est.abs_error,
             "std_error": est.std_error,
             "ci95": list(est.ci95),
-            "job_darts": job_darts(self.params["darts"], self.params["jobs"], 0),
+            "job_darts": self.params["job_darts"],
         }
 
     def verify(self) -> dict[str, Any]:
