@@ -21,7 +21,7 @@ class Primes(Workload):
     def add_arguments(self, parser: argparse.ArgumentParser) -> None:
         parser.add_argument("--below", type=argtypes.count(LIMIT), help="primes: the bound N")
 
-    def parameters(self, args: argparse.Namespace, workers: int) -> dict[str, Any]:
+    def parameters(self, args: argparse.Namespace, workers: int, max_body: int = 0) -> Any:
         if args.below is None:
             raise UsageError("primes needs --below N")
         return {"below": args.below, "segment": SEGMENT}

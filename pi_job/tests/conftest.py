@@ -26,8 +26,11 @@ SRC = Path(__file__).resolve().parents[1] / "src"
 if str(SRC) not in sys.path:
     sys.path.insert(0, str(SRC))
 
+from pi_job.limits import beanstalkd_sizes  # noqa: E402
 from pi_job.workloads.pi import kernel  # noqa: E402
 
+MAX_BODY = 16 * 2**20
+"""Largest job body of the test servers (the beanstalkd role's default)."""
 BACKEND = "numba" if "numba" in kernel.available_backends() else "numpy"
 
 
@@ -69,7 +72,9 @@ class Beanstalkd:
         return f"127.0.0.1:{self.port}"
 
     def start(self) -> None:
+        z, s = beanstalkd_sizes(MAX_BODY)
         cmd = [beanstalkd_binary(), "-l", "127.0.0.1", "-p", str(self.port), "-b", str(self.binlog)]
+        cmd += ["-z", str(z), "-s", str(s)]
         self.proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         wait_for(self._accepts, timeout=10)
 

@@ -93,3 +93,22 @@ def parse_seconds(text: str, minimum: float, maximum: float) -> float:
     if not math.isfinite(value) or not minimum <= value <= maximum:
         raise InvalidValueError(f"{text!r} is out of range {minimum:g}..{maximum:g}")
     return value
+
+
+MAX_BODY_LIMIT: Final = 2**30 - 2
+"""Largest body a beanstalkd (``-z`` at most 1 GiB) keeps across a restart."""
+
+
+def beanstalkd_sizes(max_body: int) -> tuple[int, int]:
+    """beanstalkd's ``-z`` and ``-s`` for job bodies of up to ``max_body`` bytes.
+
+    ``-z`` is ``max_body + 2``: beanstalkd stores a body with its CRLF and, on restart, drops a
+    stored body longer than ``-z`` (and the rest of that binlog file), so a body of exactly
+    ``-z`` bytes would be accepted and then lost. ``-s`` (one binlog file) is at least ``-z``
+    plus room for the record headers, rounded up to 4 KiB: a record larger than one file is
+    still written whole, but the binlog's compaction then underestimates the disk it uses.
+    """
+    if not 1 <= max_body <= MAX_BODY_LIMIT:
+        raise InvalidValueError(f"max body {max_body} is out of range 1..{MAX_BODY_LIMIT}")
+    z = max_body + 2
+    return z, -(-(z + 4096) // 4096) * 4096

@@ -21,7 +21,10 @@ from abc import ABC, abstractmethod
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, ClassVar, Protocol
+from typing import Any, ClassVar, Final, Protocol
+
+MAX_BODY: Final = 2**30
+"""Largest body beanstalkd can take at all (its -z limit), when the server's is not known yet."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -96,8 +99,13 @@ class Workload(ABC):
         """Prepare a worker (compile kernels) before it says it is ready."""
 
     @abstractmethod
-    def parameters(self, args: argparse.Namespace, workers: int) -> dict[str, Any]:
-        """Check this workload's options; return its JSON parameters (raise UsageError)."""
+    def parameters(
+        self, args: argparse.Namespace, workers: int, max_body: int = MAX_BODY
+    ) -> dict[str, Any]:
+        """Check this workload's options; return its JSON parameters (raise UsageError).
+
+        ``workers`` are connected now; job and answer bodies must not exceed ``max_body``.
+        """
 
     def check_resume(self, params: dict[str, Any], args: argparse.Namespace) -> list[str]:
         """Options given on a resume that contradict the journaled ``params`` (one text each)."""

@@ -21,7 +21,7 @@ from pi_job.core import argtypes
 from pi_job.core.envelope import InvalidBodyError, check_exact_keys, int_field
 from pi_job.errors import UsageError
 from pi_job.limits import MAX_JOBS
-from pi_job.workloads.base import Fold, JobContext, Prepared, Workload
+from pi_job.workloads.base import MAX_BODY, Fold, JobContext, Prepared, Workload
 from pi_job.workloads.matmul import operands
 from pi_job.workloads.matmul.verify import verify_product
 
@@ -29,6 +29,8 @@ PANEL_BYTES: Final = 4 * 2**20
 """Default size of a job's panel of A (and of C): big enough to keep the queue's per-job cost
 small against the compute, small enough for many jobs per worker and the server's -z."""
 JOBS_PER_WORKER: Final = 4
+HEADER_ROOM: Final = 4096
+"""Bytes of a body kept for its JSON header."""
 _SPEC_KEYS: Final = frozenset({"dtype", "rows", "k", "n"})
 _VALUE_KEYS: Final = frozenset({"rows", "sha256"})
 
@@ -69,7 +71,9 @@ class MatMul(Workload):
             raise UsageError("matmul needs --size N, --shape M K N, or --a A.npy --b B.npy")
         return args.size, args.size, args.size
 
-    def parameters(self, args: argparse.Namespace, workers: int) -> dict[str, Any]:
+    def parameters(
+        self, args: argparse.Namespace, workers: int, max_body: int = MAX_BODY
+    ) -> dict[str, Any]:
         """Check the operands (files are loaded and checked now); choose the panel size."""
         given = [opt for opt in ("size", "shape") if getattr(args, opt) is not None]
         if (args.a is None) != (args.b is None):
@@ -97,7 +101,18 @@ class MatMul(Workload):
         ):
             limit = operands.MAX_OPERAND_BYTES
             raise UsageError(f"operands of shape ({m}, {k}) and ({k}, {n}) exceed {limit} bytes")
-        rows = args.panel_rows or self.default_rows(m, k, n, itemsize, workers)
+        room = max_body - HEADER_ROOM
+        row_bytes = max(k, n) * itemsize
+        if row_bytes > room:
+            raise UsageError(
+                f"one row of {row_bytes} bytes exceeds the server's largest body ({max_body} bytes)"
+            )
+        rows = args.panel_rows or self.default_rows(m, k, n, itemsize, workers, room)
+        if rows * row_bytes > room:
+            raise UsageError(
+                f"--panel-rows {rows}: panels of {rows * row_bytes} bytes exceed the server's "
+                f"largest body ({max_body} bytes); use at most {room // row_bytes} rows"
+            )
         if panels(m, rows) > MAX_JOBS:
             raise UsageError(f"{m} rows in panels of {rows} would need more than {MAX_JOBS} jobs")
         return {"dtype": dtype, "m": m, "k": k, "n": n, "rows": min(rows, m), **source}
@@ -107,9 +122,9 @@ class MatMul(Workload):
         return n
 
     @staticmethod
-    def default_rows(m: int, k: int, n: int, itemsize: int, workers: int) -> int:
-        """Panels of about :data:`PANEL_BYTES`, and at least 4 jobs per worker."""
-        by_bytes = max(1, PANEL_BYTES // (max(k, n) * itemsize))
+    def default_rows(m: int, k: int, n: int, itemsize: int, workers: int, room: int) -> int:
+        """Panels of about :data:`PANEL_BYTES` (within ``room``), at least 4 jobs per worker."""
+        by_bytes = max(1, min(PANEL_BYTES, room) // (max(k, n) * itemsize))
         by_workers = max(1, -(-m // (JOBS_PER_WORKER * max(1, workers))))
         return min(by_bytes, by_workers, m)
 
@@ -230,7 +245,9 @@ class MatVec(MatMul):
     def add_arguments(self, parser: argparse.ArgumentParser) -> None:
         """Shares ``--size``, ``--shape``, ``--a``, ``--b``, ``--dtype``, ``--panel-rows``."""
 
-    def parameters(self, args: argparse.Namespace, workers: int) -> dict[str, Any]:
+    def parameters(
+        self, args: argparse.Namespace, workers: int, max_body: int = MAX_BODY
+    ) -> dict[str, Any]:
         """As matmul; a file B must have one column."""
         params = super().parameters(args, workers)
         if params["b"] is not None and params["n"] != 1:

@@ -12,7 +12,7 @@ from pi_job.core import argtypes
 from pi_job.core.envelope import InvalidBodyError, check_exact_keys, int_field, text_field
 from pi_job.errors import RunError, UsageError
 from pi_job.limits import MAX_DARTS, MAX_JOB_DARTS, MAX_JOBS, MAX_SEED
-from pi_job.workloads.base import Fold, JobContext, Prepared, Workload
+from pi_job.workloads.base import MAX_BODY, Fold, JobContext, Prepared, Workload
 from pi_job.workloads.pi import kernel
 from pi_job.workloads.pi.stats import estimate
 
@@ -107,7 +107,9 @@ class Pi(Workload):
         """Compile (or load) the numba kernel."""
         kernel.warm_up()
 
-    def parameters(self, args: argparse.Namespace, workers: int) -> dict[str, Any]:
+    def parameters(
+        self, args: argparse.Namespace, workers: int, max_body: int = MAX_BODY
+    ) -> dict[str, Any]:
         """``{"darts": N, "jobs": J}`` from ``--darts`` and ``--job-darts``."""
         if args.darts is None:
             raise UsageError("--darts is required for a new pi run")

@@ -1,0 +1,173 @@
+"""The matmul, matvec and example workloads on a real beanstalkd (loopback), with faults."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import signal
+from pathlib import Path
+
+import greenstalk
+import numpy as np
+import pytest
+from conftest import MAX_BODY, Beanstalkd, Cluster, wait_for
+
+from pi_job.limits import beanstalkd_sizes
+
+
+def run_dir(cluster: Cluster, run_id: str) -> Path:
+    return cluster.state_dir / run_id
+
+
+def product_of(cluster: Cluster, run_id: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """A, B and C of a finished run, from the master's run directory."""
+    directory = run_dir(cluster, run_id)
+    return tuple(np.load(directory / f"{name}.npy") for name in "ABC")  # type: ignore[return-value]
+
+
+def run_ok(cluster: Cluster, *args: str) -> dict:
+    proc = cluster.run_master(*args, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    return json.loads(proc.stdout)
+
+
+def test_int64_is_exact_and_float64_matches_numpy(cluster: Cluster) -> None:
+    cluster.worker()
+    cluster.worker()
+    exact = run_ok(cluster, "--workload", "matmul", "--shape", "200", "150", "120",
+                   "--dtype", "int64", "--seed", "5", "--run-id", "int")  # fmt: skip
+    a, b, c = product_of(cluster, "int")
+    assert a.dtype == c.dtype == np.int64 and c.shape == (200, 120)
+    assert np.array_equal(c, a @ b)
+    assert exact["sha256"] == hashlib.sha256(c.tobytes()).hexdigest()
+    assert exact["verification"]["method"] == "freivalds+numpy" and exact["jobs"] > 1
+    assert exact["rows_per_second"] > 0 and exact["rejected"] == exact["duplicates"] == 0
+    floats = run_ok(cluster, "--workload", "matmul", "--size", "256", "--seed", "6",
+                    "--run-id", "float")  # fmt: skip
+    a, b, c = product_of(cluster, "float")
+    assert np.allclose(c, a @ b, rtol=1e-12, atol=1e-12)
+    assert floats["verification"]["max_relative_error"] <= floats["verification"]["bound"]
+    assert {"shape", "dtype", "grid", "bytes_moved", "gflops", "sha256"} <= set(floats)
+
+
+def test_operand_files_and_matvec(cluster: Cluster, tmp_path: Path) -> None:
+    cluster.worker()
+    rng = np.random.default_rng(1)
+    np.save(tmp_path / "A.npy", rng.integers(-50, 50, size=(97, 31)))
+    np.save(tmp_path / "B.npy", rng.integers(-50, 50, size=(31, 13)))
+    np.save(tmp_path / "x.npy", rng.integers(-50, 50, size=(31, 1)))
+    summary = run_ok(cluster, "--workload", "matmul", "--a", str(tmp_path / "A.npy"),
+                     "--b", str(tmp_path / "B.npy"), "--run-id", "files")  # fmt: skip
+    a, _, c = product_of(cluster, "files")
+    assert np.array_equal(a, np.load(tmp_path / "A.npy"))
+    assert np.array_equal(c, np.load(tmp_path / "A.npy") @ np.load(tmp_path / "B.npy"))
+    assert summary["shape"] == [97, 13]
+    run_ok(cluster, "--workload", "matvec", "--a", str(tmp_path / "A.npy"),
+           "--b", str(tmp_path / "x.npy"), "--run-id", "mv")  # fmt: skip
+    assert np.array_equal(
+        product_of(cluster, "mv")[2], np.load(tmp_path / "A.npy") @ np.load(tmp_path / "x.npy")
+    )
+
+
+SLOW = ["--workload", "matmul", "--size", "640", "--dtype", "int64", "--panel-rows", "16"]
+
+
+def undisturbed(cluster: Cluster, seed: str) -> str:
+    return str(run_ok(cluster, *SLOW, "--seed", seed, "--run-id", f"quiet-{seed}")["sha256"])
+
+
+def results_in_journal(cluster: Cluster, run_id: str) -> int:
+    path = cluster.state_dir / f"{run_id}.jsonl"
+    return path.read_text().count('"type":"result"') if path.exists() else 0
+
+
+def test_faults_leave_c_bit_identical(cluster: Cluster, beanstalkd: Beanstalkd) -> None:
+    """kill -9 of a worker, of beanstalkd and of the master, and garbage answers: same C."""
+    worker = cluster.worker()
+    cluster.worker()
+    expected = undisturbed(cluster, "8")
+    master = cluster.master(*SLOW, "--seed", "8", "--run-id", "hit", "--ttr", "5")
+    wait_for(lambda: results_in_journal(cluster, "hit") >= 3, timeout=60)
+    worker.send_signal(signal.SIGKILL)
+    wait_for(lambda: beanstalkd.watching() < 2)
+    cluster.worker()
+    with beanstalkd.client(use="pi.results.hit") as client:
+        client.put(b"garbage")
+        forged = {"v": 2, "run": "hit", "job": 0, "host": "h", "worker": "w", "seconds": 1,
+                  "reserves": 1, "value": {"rows": [0, 16], "sha256": "0" * 64}}  # fmt: skip
+        client.put(json.dumps(forged).encode() + b"\nxx")
+    wait_for(lambda: results_in_journal(cluster, "hit") >= 8, timeout=60)
+    beanstalkd.kill9()
+    beanstalkd.start()
+    wait_for(lambda: results_in_journal(cluster, "hit") >= 14, timeout=60)
+    master.send_signal(signal.SIGKILL)
+    master.wait(10)
+    summary = run_ok(cluster, "--resume", "hit")
+    assert summary["sha256"] == expected
+    assert summary["rejected"] >= 2
+    a, b, c = product_of(cluster, "hit")
+    assert np.array_equal(c, a @ b)
+    # the run's shared input (B) is deleted from the server at the end
+    assert beanstalkd.tube("pi.data.hit").get("current-jobs-ready", 0) == 0
+
+
+def test_bad_inputs_queue_nothing(cluster: Cluster, beanstalkd: Beanstalkd, tmp_path: Path) -> None:
+    np.save(tmp_path / "A.npy", np.ones((3, 4)))
+    np.save(tmp_path / "B5.npy", np.ones((5, 2)))
+    np.save(tmp_path / "nan.npy", np.full((4, 2), np.nan))
+    np.save(tmp_path / "inf.npy", np.full((4, 2), np.inf))
+    np.save(tmp_path / "obj.npy", np.array([[1, "a"]], dtype=object), allow_pickle=True)
+    np.save(tmp_path / "cplx.npy", np.ones((4, 2), dtype=complex))
+    np.save(tmp_path / "empty.npy", np.zeros((4, 0)))
+    np.save(tmp_path / "vec.npy", np.ones(4))
+    np.save(tmp_path / "Aint.npy", np.full((3, 4), 2**31, dtype=np.int64))
+    np.save(tmp_path / "Bint.npy", np.full((4, 2), 2**31, dtype=np.int64))
+    np.save(tmp_path / "Bi.npy", np.ones((4, 2), dtype=np.int64))
+    (tmp_path / "junk.npy").write_bytes(b"not an npy file")
+    f = lambda name: str(tmp_path / name)  # noqa: E731
+    cases = [
+        (["--a", f("A.npy"), "--b", f("B5.npy")], "do not multiply"),
+        (["--a", f("A.npy"), "--b", f("nan.npy")], "NaN or Inf"),
+        (["--a", f("A.npy"), "--b", f("inf.npy")], "NaN or Inf"),
+        (["--a", f("A.npy"), "--b", f("obj.npy")], "not a plain .npy"),
+        (["--a", f("A.npy"), "--b", f("cplx.npy")], "dtype complex128"),
+        (["--a", f("A.npy"), "--b", f("empty.npy")], "empty"),
+        (["--a", f("A.npy"), "--b", f("vec.npy")], "not a matrix"),
+        (["--a", f("A.npy"), "--b", f("missing.npy")], "no such file"),
+        (["--a", f("A.npy"), "--b", f("junk.npy")], "not a plain .npy"),
+        (["--a", f("Aint.npy"), "--b", f("Bint.npy")], "could overflow"),
+        (["--a", f("A.npy"), "--b", f("Bi.npy")], "dtypes differ"),
+        (["--a", f("A.npy")], "--a and --b go together"),
+        (["--size", "0"], "out of range"),
+        (["--size", "4", "--dtype", "complex64"], "invalid choice"),
+        (["--size", "4", "--shape", "1", "2", "3"], "not both"),
+        ([], "needs --size"),
+        (["--size", "4096", "--panel-rows", "4096"], "exceed the server's largest body"),
+    ]
+    for extra, needle in cases:
+        proc = cluster.run_master("--workload", "matmul", *extra)
+        assert proc.returncode == 2, (extra, proc.stderr)
+        assert proc.stderr.count("\n") == 1 and needle in proc.stderr, (extra, proc.stderr)
+    assert beanstalkd.tube("pi.jobs") == {} and not list(cluster.state_dir.glob("*.jsonl"))
+
+
+def test_largest_default_body_survives_a_server_crash(beanstalkd: Beanstalkd) -> None:
+    """With -z/-s from beanstalkd_sizes(16 MiB): a 16 MiB body is kept across kill -9."""
+    body = np.random.default_rng(2).bytes(MAX_BODY)
+    with beanstalkd.client(use="big") as client:
+        job_id = client.put(body)
+        with pytest.raises(greenstalk.JobTooBigError):
+            client.put(body + b"xyz")
+    beanstalkd.kill9()
+    beanstalkd.start()
+    with beanstalkd.client() as client:
+        assert hashlib.sha256(client.peek(job_id).body).digest() == hashlib.sha256(body).digest()
+    assert beanstalkd_sizes(MAX_BODY) == (MAX_BODY + 2, 16 * 2**20 + 8192)
+
+
+def test_example_workload_end_to_end(cluster: Cluster) -> None:
+    proc = cluster.run("workloads")
+    assert proc.returncode == 0 and "primes" in proc.stdout and "matmul" in proc.stdout
+    cluster.worker()
+    summary = run_ok(cluster, "--workload", "primes", "--below", "1e6")
+    assert summary["primes"] == 78_498 and summary["workload"] == "primes"
