@@ -39,10 +39,15 @@ class InvalidValueError(UsageError, ValueError):
     """A value outside its allowed form or range (``str()`` is the one-line reason)."""
 
 
+def _quoted(text: object) -> str:
+    """The value as the user typed it, in double quotes, on one line."""
+    return '"' + " ".join(str(text).split("\n")) + '"'
+
+
 def check_run_id(run_id: str) -> str:
     """Return ``run_id`` if it is a valid run id, else raise :class:`InvalidValueError`."""
     if not isinstance(run_id, str) or not _RUN_ID_RE.fullmatch(run_id):
-        raise InvalidValueError(f"invalid run id {run_id!r} (expected {RUN_ID_PATTERN})")
+        raise InvalidValueError(f"invalid run id {_quoted(run_id)} (expected {RUN_ID_PATTERN})")
     return run_id
 
 
@@ -60,16 +65,18 @@ def parse_count(text: str, maximum: int, minimum: int = 1) -> int:
     """
     cleaned = text.strip()
     if not _COUNT_RE.fullmatch(cleaned):
-        raise InvalidValueError(f"not a count: {text!r} (use e.g. 1000000, 1e9, 1_000_000, 2.5e9)")
+        raise InvalidValueError(
+            f"not a count: {_quoted(text)} (use e.g. 1000000, 1e9, 1_000_000, 2.5e9)"
+        )
     try:
         value = Decimal(cleaned.replace("_", ""))
     except InvalidOperation as exc:  # pragma: no cover - the regex already rejects these
-        raise InvalidValueError(f"not a count: {text!r}") from exc
+        raise InvalidValueError(f"not a count: {_quoted(text)}") from exc
     if value != value.to_integral_value():
-        raise InvalidValueError(f"not a whole number: {text!r}")
+        raise InvalidValueError(f"not a whole number: {_quoted(text)}")
     number = int(value)
     if not minimum <= number <= maximum:
-        raise InvalidValueError(f"{text!r} is out of range {minimum}..{maximum}")
+        raise InvalidValueError(f"{_quoted(text)} is out of range {minimum}..{maximum}")
     return number
 
 
@@ -77,7 +84,7 @@ def parse_int(text: str, minimum: int, maximum: int) -> int:
     """Parse a plain decimal integer in ``minimum..maximum``."""
     stripped = text.strip()
     if not _INT_RE.fullmatch(stripped):
-        raise InvalidValueError(f"not an integer: {text!r}")
+        raise InvalidValueError(f"not an integer: {_quoted(text)}")
     value = int(stripped)
     if not minimum <= value <= maximum:
         raise InvalidValueError(f"{value} is out of range {minimum}..{maximum}")
@@ -89,9 +96,9 @@ def parse_seconds(text: str, minimum: float, maximum: float) -> float:
     try:
         value = float(text)
     except ValueError:
-        raise InvalidValueError(f"not a number of seconds: {text!r}") from None
+        raise InvalidValueError(f"not a number of seconds: {_quoted(text)}") from None
     if not math.isfinite(value) or not minimum <= value <= maximum:
-        raise InvalidValueError(f"{text!r} is out of range {minimum:g}..{maximum:g}")
+        raise InvalidValueError(f"{_quoted(text)} is out of range {minimum:g}..{maximum:g}")
     return value
 
 

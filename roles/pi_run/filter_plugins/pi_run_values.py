@@ -1,15 +1,21 @@
-"""Filters that validate run_pi.yml's values exactly like `pi-job run` does (one-line errors)."""
+"""Filters that validate playbook values exactly like `pi-job run` does (one-line errors).
+
+The forms, limits and messages are those of pi_job's own `limits.py` (standard library only),
+loaded from the repository's pi_job/src, so that the controller checks a value the same way
+the CLI does before anything is queued.
+"""
 
 from __future__ import annotations
 
-import math
-import re
-from decimal import Decimal, InvalidOperation
+import sys
+from pathlib import Path
+from typing import Any
 
-# Same forms and limits as pi_job.core.envelope (parse_count, RUN_ID_PATTERN, MAX_*).
-_COUNT_RE = re.compile(r"[0-9](?:_?[0-9])*(?:\.[0-9](?:_?[0-9])*)?(?:[eE]\+?[0-9]{1,3})?")
-_RUN_ID_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
-_INT_RE = re.compile(r"[+-]?[0-9]+")
+_SRC = Path(__file__).resolve().parents[3] / "pi_job" / "src"
+if str(_SRC) not in sys.path:
+    sys.path.insert(0, str(_SRC))
+
+from pi_job import limits
 
 
 def _text(value: object) -> str:
@@ -21,55 +27,54 @@ def _text(value: object) -> str:
     return str(value)
 
 
-def pi_count_error(value: object, name: str, maximum: int, minimum: int = 1) -> str:
-    """Return '' when value is an exact integer count in range, else a one-line reason."""
-    text = _text(value).strip()
-    if not _COUNT_RE.fullmatch(text):
-        return f'{name}: not a count: "{text}" (use e.g. 1000000, 1e9, 1_000_000, 2.5e9)'
+def _limit(value: object) -> Any:
+    """A number, or the name of a constant of limits.py (e.g. 'MAX_DARTS')."""
+    return getattr(limits, value) if isinstance(value, str) else value
+
+
+def _error(name: str, check: Any, *args: Any) -> str:
     try:
-        number = Decimal(text.replace("_", ""))
-    except InvalidOperation:
-        return f'{name}: not a count: "{text}"'
-    if number != number.to_integral_value():
-        return f'{name}: not a whole number: "{text}"'
-    if not minimum <= int(number) <= maximum:
-        return f'{name}: "{text}" is out of range {minimum}..{maximum}'
+        check(*args)
+    except limits.InvalidValueError as exc:
+        return f"{name}: {exc}"
     return ""
+
+
+def pi_count_error(value: object, name: str, maximum: object, minimum: int = 1) -> str:
+    """Return '' when value is an exact integer count in range, else a one-line reason."""
+    return _error(name, limits.parse_count, _text(value), _limit(maximum), minimum)
 
 
 def pi_count(value: object) -> int:
     """The integer of a count already checked with pi_count_error."""
-    return int(Decimal(_text(value).strip().replace("_", "")))
+    return limits.parse_count(_text(value), limits.MAX_DARTS, 0)
 
 
-def pi_int_error(value: object, name: str, minimum: int, maximum: int) -> str:
+def pi_int_error(value: object, name: str, minimum: object, maximum: object) -> str:
     """Return '' when value is a plain decimal integer in range, else a one-line reason."""
-    text = _text(value).strip()
-    if not _INT_RE.fullmatch(text):
-        return f'{name}: not an integer: "{text}"'
-    if not minimum <= int(text) <= maximum:
-        return f"{name}: {int(text)} is out of range {minimum}..{maximum}"
-    return ""
+    return _error(name, limits.parse_int, _text(value), _limit(minimum), _limit(maximum))
 
 
 def pi_seconds_error(value: object, name: str, minimum: float, maximum: float) -> str:
     """Return '' when value is a finite number of seconds in range, else a one-line reason."""
-    text = _text(value).strip()
-    try:
-        number = float(text)
-    except ValueError:
-        return f'{name}: not a number of seconds: "{text}"'
-    if math.isnan(number) or not minimum <= number <= maximum:
-        return f'{name}: "{text}" is out of range {minimum:g}..{maximum:g}'
-    return ""
+    return _error(name, limits.parse_seconds, _text(value), minimum, maximum)
 
 
 def pi_run_id_error(value: object, name: str = "run_id") -> str:
     """Return '' when value is a valid run id, else a one-line reason."""
-    text = _text(value)
-    if not isinstance(value, str) or not _RUN_ID_RE.fullmatch(text):
-        return f'{name}: invalid run id "{text}" (expected {_RUN_ID_RE.pattern})'
-    return ""
+    if not isinstance(value, str):
+        return f'{name}: invalid run id "{_text(value)}" (expected {limits.RUN_ID_PATTERN})'
+    return _error(name, limits.check_run_id, value)
+
+
+def pi_new_run_id(prefix: str = "") -> str:
+    """A fresh run id, made as `pi-job run` makes them."""
+    return limits.new_run_id(prefix)
+
+
+def pi_beanstalkd_sizes(max_body: object) -> list[int]:
+    """beanstalkd's [-z, -s] for job bodies of up to max_body bytes."""
+    return list(limits.beanstalkd_sizes(int(str(max_body))))
 
 
 class FilterModule:
@@ -77,9 +82,11 @@ class FilterModule:
 
     def filters(self) -> dict[str, object]:
         return {
+            "pi_beanstalkd_sizes": pi_beanstalkd_sizes,
             "pi_count": pi_count,
             "pi_count_error": pi_count_error,
             "pi_int_error": pi_int_error,
+            "pi_new_run_id": pi_new_run_id,
             "pi_seconds_error": pi_seconds_error,
             "pi_run_id_error": pi_run_id_error,
         }

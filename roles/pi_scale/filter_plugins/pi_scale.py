@@ -3,12 +3,18 @@
 from __future__ import annotations
 
 import re
+import sys
+from pathlib import Path
 
 # Counts are checked with pi_run's filters (pi_count_error, pi_count): pi_run_values.py here is a
-# link to roles/pi_run/filter_plugins/pi_run_values.py.
+# link to roles/pi_run/filter_plugins/pi_run_values.py. Limits come from pi_job's limits.py.
+_SRC = Path(__file__).resolve().parents[3] / "pi_job" / "src"
+if str(_SRC) not in sys.path:
+    sys.path.insert(0, str(_SRC))
+
+from pi_job.limits import MAX_JOB_DARTS, MAX_JOBS
+
 _ID_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,48}")
-MAX_JOBS = 10**6
-MAX_JOB_DARTS = 10**12
 
 
 def pi_scale_id_error(value: object) -> str:
