@@ -61,8 +61,8 @@ class Progress:
         who = "" if workers is None else f", {workers} workers"
         eta = (self.darts - done_darts) / rate if rate > 0 else None
         self._notifier.status(
-            f"run {self.run_id}: {done_jobs}/{self.jobs} jobs ({percent:.1f}%), {rate:.3g} darts/s"
-            f"{who}, ETA {'?' if eta is None else f'{eta:.0f} s'}"
+            f"run {self.run_id}: {done_jobs}/{self.jobs} jobs ({percent:.1f}%),"
+            f" {rate:.3g} {self.unit}/s{who}, ETA {'?' if eta is None else f'{eta:.0f} s'}"
         )
         if self.tty:
             width = 30
