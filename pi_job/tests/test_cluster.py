@@ -20,7 +20,7 @@ REPORT_KEYS = {
     "job_darts", "workers", "started", "finished", "version",
 }  # fmt: skip
 """Every key pi has always written (existing result files and tools rely on them)."""
-ENVELOPE_KEYS = {"workload", "rejected", "params", "verification", "result_keys"}
+ENVELOPE_KEYS = {"workload", "rejected", "params", "verification", "result_keys", "unit"}
 
 
 def check_report(report: dict, seed: int, darts: int) -> None:

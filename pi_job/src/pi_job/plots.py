@@ -66,6 +66,8 @@ __all__ = [
 REQUIRED_KEYS: tuple[str, ...] = ("run_id", "darts", "inside", "pi", "per_host", "per_job")
 #: Keys every ``per_job`` entry must have.
 JOB_KEYS: tuple[str, ...] = ("job", "darts", "inside", "host", "worker", "seconds")
+#: Keys every ``per_job`` entry of any workload has.
+GENERIC_JOB_KEYS: tuple[str, ...] = ("job", "host", "worker", "seconds", "work")
 
 Z95 = 1.96
 """Two-sided 95 % quantile of the standard normal distribution."""
@@ -87,14 +89,14 @@ def _missing(mapping: Mapping[str, Any], keys: Sequence[str]) -> list[str]:
     return [key for key in keys if key not in mapping]
 
 
-def _check_per_job(per_job: Any, source: str) -> None:
+def _check_per_job(per_job: Any, source: str, keys: Sequence[str] = JOB_KEYS) -> None:
     """Raise :class:`ReportInputError` unless ``per_job`` is a non-empty list of job records."""
     if not isinstance(per_job, list) or not per_job:
         raise ReportInputError(f"{source}: 'per_job' must be a non-empty list")
     for index, item in enumerate(per_job):
         if not isinstance(item, dict):
             raise ReportInputError(f"{source}: per_job[{index}] is not an object")
-        missing = _missing(item, JOB_KEYS)
+        missing = _missing(item, keys)
         if missing:
             raise ReportInputError(
                 f"{source}: per_job[{index}] is missing keys: {', '.join(missing)}"
@@ -127,7 +129,8 @@ def load_result(path: Path, required: Sequence[str] = REQUIRED_KEYS) -> dict[str
     if missing:
         raise ReportInputError(f"{path}: missing required keys: {', '.join(missing)}")
     if "per_job" in required:
-        _check_per_job(result["per_job"], str(path))
+        pi = result.get("workload", "pi") == "pi"
+        _check_per_job(result["per_job"], str(path), JOB_KEYS if pi else GENERIC_JOB_KEYS)
     if "per_host" in required and not isinstance(result["per_host"], dict):
         raise ReportInputError(f"{path}: 'per_host' must be an object host -> darts")
     return result
@@ -167,13 +170,16 @@ def band_half_width(darts: float) -> float:
     return Z95 * 4.0 * math.sqrt(P_INSIDE * (1.0 - P_INSIDE) / darts)
 
 
-def darts_per_worker(per_job: Sequence[Mapping[str, Any]]) -> dict[str, tuple[str, int]]:
-    """Return ``worker id -> (host, darts)`` summed over ``per_job``, sorted by host then worker."""
+def darts_per_worker(
+    per_job: Sequence[Mapping[str, Any]], key: str = "darts"
+) -> dict[str, tuple[str, int]]:
+    """Return ``worker id -> (host, work)`` summed over ``per_job`` (``key``: darts for pi, work
+    for every workload), sorted by host then worker."""
     totals: dict[str, tuple[str, int]] = {}
     for item in per_job:
         worker = str(item["worker"])
         host, darts = totals.get(worker, (str(item["host"]), 0))
-        totals[worker] = (host, darts + int(item["darts"]))
+        totals[worker] = (host, darts + int(item[key]))
     return dict(sorted(totals.items(), key=lambda entry: (entry[1][0], entry[0])))
 
 
@@ -297,7 +303,12 @@ def plot_convergence(result: Mapping[str, Any], path: Path) -> Path:
 
 
 def _bar_panel(
-    axes: Axes, names: Sequence[str], darts: Sequence[int], colours: Sequence[str], what: str
+    axes: Axes,
+    names: Sequence[str],
+    darts: Sequence[int],
+    colours: Sequence[str],
+    what: str,
+    unit: str = "darts",
 ) -> None:
     """Draw one bar per name (darts thrown), labelled with its share of the panel's total."""
     total = sum(darts) or 1
@@ -309,7 +320,7 @@ def _bar_panel(
             fontsize=10 if len(names) <= 6 else 8,
         )
     axes.set_xlabel(what)
-    axes.set_ylabel("darts thrown")
+    axes.set_ylabel("darts thrown" if unit == "darts" else unit)
     _category_ticks(axes, names, crowded=6)
 
 
@@ -318,19 +329,23 @@ def plot_hosts(result: Mapping[str, Any], path: Path) -> Path:
     _use_agg()
     import matplotlib.pyplot as plt
 
+    unit = str(result.get("unit", "darts"))
     per_host = {str(host): int(darts) for host, darts in sorted(result["per_host"].items())}
-    workers = darts_per_worker(result["per_job"])
+    workers = darts_per_worker(result["per_job"], "darts" if unit == "darts" else "work")
     colours = {host: f"C{index % 10}" for index, host in enumerate(per_host)}
 
     fig, (left, right) = plt.subplots(
         1, 2, figsize=(11, 5), width_ratios=(1, 2), layout="constrained"
     )
     hosts = list(per_host)
-    _bar_panel(left, hosts, list(per_host.values()), [colours[host] for host in hosts], "host")
-    left.set_title("per host (share of all darts)")
+    _bar_panel(
+        left, hosts, list(per_host.values()), [colours[host] for host in hosts], "host", unit
+    )
+    left.set_title(f"per host (share of all {unit})")
     names = list(workers)
     worker_colours = [colours.get(host, "grey") for host, _ in workers.values()]
-    _bar_panel(right, names, [darts for _, darts in workers.values()], worker_colours, "worker")
+    work = [darts for _, darts in workers.values()]
+    _bar_panel(right, names, work, worker_colours, "worker", unit)
     right.set_title("per worker (colour = host)")
     for axes in (left, right):
         _eng_axis(axes)
@@ -338,7 +353,7 @@ def plot_hosts(result: Mapping[str, Any], path: Path) -> Path:
         axes.margins(y=0.12)
 
     fig.suptitle(
-        f"Run {result['run_id']}: {int(result['darts']):,} darts over "
+        f"Run {result['run_id']}: {sum(per_host.values()):,} {unit} over "
         f"{_plural(len(per_host), 'host')}, {_plural(len(names), 'worker')}",
         fontsize=12,
     )
@@ -423,9 +438,12 @@ def render_report(result_path: Path, out_dir: Path | None = None) -> list[Path]:
     Raises:
         ReportInputError: bad input file (see :func:`load_result`).
     """
-    result = load_result(result_path)
     directory = out_dir if out_dir is not None else result_path.parent
     stem = result_path.name.removesuffix(".json")
+    probe = load_result(result_path, ("run_id", "per_host", "per_job"))
+    if probe.get("workload", "pi") != "pi":  # every other workload: the work per host
+        return [plot_hosts(probe, directory / f"{stem}.hosts.png")]
+    result = load_result(result_path)
     return [
         plot_convergence(result, directory / f"{stem}.convergence.png"),
         plot_hosts(result, directory / f"{stem}.hosts.png"),

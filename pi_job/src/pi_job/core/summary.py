@@ -46,6 +46,7 @@ def build_summary(
             {
                 "job": answer.job,
                 **{k: v for k, v in answer.value.items() if not isinstance(v, dict | list)},
+                "work": workload.weight(answer.value),
                 "host": answer.host,
                 "worker": answer.worker,
                 "seconds": answer.seconds,
@@ -61,6 +62,7 @@ def build_summary(
     summary.update(workload_keys)
     summary["result_keys"] = sorted(workload_keys)
     total = sum(per_host.values())
+    summary["unit"] = unit
     summary[f"{unit}_per_second"] = total / seconds if seconds > 0 else None
     return summary
 
