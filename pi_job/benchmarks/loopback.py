@@ -18,12 +18,20 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
+from pi_job.limits import beanstalkd_sizes as sizes
+
 SRC = Path(__file__).resolve().parents[1] / "src"
 ENV = {
     **os.environ,
     "PYTHONPATH": os.pathsep.join(filter(None, [str(SRC), os.environ.get("PYTHONPATH")])),
     "PYTHONUNBUFFERED": "1",
+    "OPENBLAS_NUM_THREADS": "1",
+    "OMP_NUM_THREADS": "1",
+    "MKL_NUM_THREADS": "1",
 }
+MAX_BODY = 16 * 2**20
+"""The beanstalkd role's default largest job body (``beanstalkd_max_body``)."""
 
 
 def cli(*args: str) -> list[str]:
@@ -73,10 +81,27 @@ class LoopbackCluster:
         self.server = f"127.0.0.1:{self.port}"
         self.state = tmp / "state"
         (tmp / "binlog").mkdir()
+        self.binlog = tmp / "binlog"
+        z, s = sizes(MAX_BODY)
         self.beanstalkd = subprocess.Popen(
-            [binary, "-l", "127.0.0.1", "-p", str(self.port), "-b", str(tmp / "binlog")],
+            [
+                binary,
+                "-l",
+                "127.0.0.1",
+                "-p",
+                str(self.port),
+                "-b",
+                str(self.binlog),
+                "-z",
+                str(z),
+                "-s",
+                str(s),
+            ],
             stderr=subprocess.DEVNULL,
         )
+        self.key = tmp / "cluster.key"
+        self.key.write_text(os.urandom(32).hex() + "\n")
+        self.key.chmod(0o600)
         self.workers: list[subprocess.Popen[bytes]] = []
         wait_port(self.port)
 
@@ -103,7 +128,7 @@ class LoopbackCluster:
             worker_id = f"bench{len(self.workers) + 1}"
             self.workers.append(
                 subprocess.Popen(
-                    cli("worker", "--server", self.server, "--id", worker_id),
+                    cli("worker", "--server", self.server, "--id", worker_id, *self.key_args()),
                     stderr=subprocess.DEVNULL,
                     env=ENV,
                 )
@@ -114,14 +139,25 @@ class LoopbackCluster:
                 raise RuntimeError(f"{count} workers did not connect")
             time.sleep(0.1)
 
+    def key_args(self) -> list[str]:
+        """The options that give a pi-job process the cluster key."""
+        return ["--key-file", str(self.key)]
+
     def run(
         self, darts: int | str, run_id: str, *, job_darts: int | None = None, seed: int = 1
     ) -> tuple[dict[str, Any], float]:
-        """Run the master to completion; return (result, process wall time)."""
-        args = ["run", "--server", self.server, "--darts", str(darts), "--seed", str(seed)]
+        """Run pi to completion; return (result, process wall time)."""
+        args = ["--darts", str(darts)]
         if job_darts is not None:
             args += ["--job-darts", str(job_darts)]
-        args += ["--run-id", run_id, "--state-dir", str(self.state), "--json"]
+        return self.run_workload(args, run_id, seed=seed)
+
+    def run_workload(
+        self, workload_args: list[str], run_id: str, *, seed: int = 1
+    ) -> tuple[dict[str, Any], float]:
+        """Run any workload (``--workload NAME ...``) to completion; (result, wall time)."""
+        args = ["run", "--server", self.server, "--seed", str(seed), *workload_args]
+        args += ["--run-id", run_id, "--state-dir", str(self.state), "--json", *self.key_args()]
         start = time.perf_counter()
         proc = subprocess.run(
             cli(*args, "--progress-interval", "3600"),

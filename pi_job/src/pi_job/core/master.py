@@ -18,6 +18,7 @@ run are counted as rejected and dropped. The master knows no workload: the
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import hashlib
 import json
 import logging
@@ -54,6 +55,7 @@ from pi_job.core.envelope import (
 from pi_job.core.journal import Journal, default_state_dir
 from pi_job.core.plan import Plan
 from pi_job.core.progress import Progress
+from pi_job.core.signing import INSECURE, Keyring, add_key_options, keyring_from_args
 from pi_job.core.summary import build_summary, iso_time, summary_lines, write_json_atomic
 from pi_job.errors import RunError, UsageError
 from pi_job.limits import MAX_PRIORITY, MAX_SEED, MAX_TTR, new_run_id
@@ -65,6 +67,9 @@ DEFAULT_PROGRESS_INTERVAL: Final = 5.0
 DEFAULT_CONNECT_TIMEOUT: Final = 10.0
 DEFAULT_PRIORITY: Final = 2**16
 POLL_SECONDS: Final = 1
+IDLE_CHECK_SECONDS: Final = 5.0
+"""Without a new answer for this long, look whether pending jobs vanished from the server
+(deleted by hand or by an intruder) and push them again, long before the stall timeout."""
 PUSH_SYNC_EVERY: Final = 1000
 EXIT_STALLED: Final = 3
 """Exit code of a stalled run (no worker took a job for the stall timeout)."""
@@ -104,6 +109,8 @@ class RunOptions:
     connect_timeout: float
     json: bool
     args: argparse.Namespace
+    keyring: Keyring = INSECURE
+    """Signs the jobs and checks the answers' MACs (the CLI always gives the cluster's)."""
 
     @classmethod
     def from_args(cls, args: argparse.Namespace) -> RunOptions:
@@ -172,6 +179,7 @@ class RunMaster:
         self.options = options
         self.journal = journal
         self.plan = journal.state.plan
+        self.nonce = self.plan.nonce or legacy_nonce(self.plan.run_id)
         self.workload: Workload = workloads.get(self.plan.workload)
         self.run_dir = run_dir(options.state_dir, self.plan.run_id)
         self.fold: Fold = self.workload.fold(
@@ -207,16 +215,24 @@ class RunMaster:
     def run(self) -> None:
         """Reconcile, then collect until every job has a folded answer."""
         state = self.journal.state
-        last_activity = time.monotonic()
+        last_activity = last_check = time.monotonic()
+        done = len(state.results)
         while state.missing():
             try:
                 if self.client is None:
                     self._reconnect()
-                    last_activity = time.monotonic()
+                    last_activity = last_check = time.monotonic()
                 client = self._client()
-                if self._collect(client, POLL_SECONDS):
-                    last_activity = time.monotonic()
-                elif time.monotonic() - last_activity >= self.options.stall_timeout:
+                self._collect(client, POLL_SECONDS)
+                now = time.monotonic()
+                if len(state.results) != done:  # rejected and duplicate answers are no progress
+                    done = len(state.results)
+                    last_activity = last_check = now
+                elif now - last_check >= min(IDLE_CHECK_SECONDS, self.options.stall_timeout):
+                    last_check = now
+                    if self._jobs_gone(client):
+                        self.reconcile()
+                if now - last_activity >= self.options.stall_timeout:
                     if self._anything_running(client) or self.reconcile():
                         last_activity = time.monotonic()
                     else:
@@ -268,7 +284,7 @@ class RunMaster:
     def upload_inputs(self, inputs: dict[str, bytes]) -> None:
         """Put each shared input on the run's data tube, in chunks, once; journal where."""
         client = self._client()
-        limit = int(client.stats()["max-job-size"]) - INPUT_CHUNK_SLACK
+        limit = max_body(client) - INPUT_CHUNK_SLACK
         client.use(data_tube(self.plan.run_id))
         try:
             for name, data in sorted(inputs.items()):
@@ -321,7 +337,8 @@ class RunMaster:
             spec=spec,
             payload=payload,
             inputs=dict(self.journal.state.inputs),
-        ).encode()
+            nonce=self.nonce,
+        ).encode(self.options.keyring)
 
     def reconcile(self) -> int:
         """Bring queue and journal in line (see the module doc); return the jobs pushed."""
@@ -395,12 +412,14 @@ class RunMaster:
             raise InvalidBodyError(f"answer of run {answer.run!r} in {self.tube}")
         if not 0 <= answer.job < self.plan.jobs:
             raise InvalidBodyError(f"job {answer.job} out of range 0..{self.plan.jobs - 1}")
+        if answer.nonce != self.nonce:
+            raise InvalidBodyError("answer to another run (nonce differs)")
         self.workload.check_answer(self.plan.params, answer.job, answer.value, answer.payload)
 
     def _accept(self, client: greenstalk.Client[bytes], message: greenstalk.Job[bytes]) -> None:
         state = self.journal.state
         try:
-            answer = decode_answer(message.body)
+            answer = decode_answer(message.body, self.options.keyring)
             self._check(answer)
         except InvalidBodyError as exc:
             log.warning("dropping bad answer %d in %s: %s", message.id, self.tube, exc)
@@ -424,6 +443,20 @@ class RunMaster:
             log.warning("answer message %d vanished before its delete", message.id)
 
     # -- stall detection and progress ------------------------------------------------------
+    def _jobs_gone(self, client: greenstalk.Client[bytes]) -> bool:
+        """True if a pushed job without an answer is no longer on the server."""
+        state = self.journal.state
+        for index in state.missing():
+            job_id = state.pushed.get(index)
+            if job_id is None:
+                return True
+            try:
+                client.stats_job(job_id)
+            except greenstalk.NotFoundError:
+                log.info("run %s: job %d (id %d) is gone", self.plan.run_id, index, job_id)
+                return True
+        return False
+
     def _anything_running(self, client: greenstalk.Client[bytes]) -> bool:
         """True if a worker holds one of this run's pending jobs."""
         state = self.journal.state
@@ -460,13 +493,14 @@ class RunMaster:
         state = self.journal.state
         first = state.sessions[0].start if state.sessions else time.time()
         self.journal.touch_session()
-        keys = self.fold.summary(state.active_seconds)
+        seconds = state.active_seconds  # the run's time, without its verification
+        keys = self.fold.summary(seconds)
         keys["verification"] = self.fold.verify()
         self.journal.finish(
             {
                 "started": iso_time(first),
                 "finished": iso_time(time.time()),
-                "seconds": state.active_seconds,
+                "seconds": seconds,
                 "workload_keys": keys,
             }
         )
@@ -490,6 +524,17 @@ def open_client(
         connect_timeout=timeout,
         io_timeout=POLL_SECONDS + 30.0,
     )
+
+
+def max_body(client: greenstalk.Client[bytes]) -> int:
+    """Largest body the server keeps safely: its ``-z`` minus 2 (beanstalkd stores the CRLF, and
+    a body of exactly ``-z`` bytes is not read back from the binlog after a restart)."""
+    return int(client.stats()["max-job-size"]) - 2
+
+
+def legacy_nonce(run_id: str) -> str:
+    """The nonce of a run journaled before plans had one (derived from its run id)."""
+    return hashlib.sha256(b"pi-job/legacy-nonce\0" + run_id.encode()).hexdigest()[:32]
 
 
 def connected_workers(client: greenstalk.Client[bytes]) -> int:
@@ -526,6 +571,12 @@ def execute(options: RunOptions) -> dict[str, Any]:
         journal.close()
         workload = workloads.get(state.plan.workload)
         return build_summary(state, workload, dict(finished["workload_keys"]))
+    try:  # after the option checks, before connecting
+        options = dataclasses.replace(options, keyring=keyring_from_args(options.args))
+    except UsageError:
+        if journal is not None:
+            journal.close()
+        raise
     run_id = journal.state.plan.run_id if journal else (options.run_id or new_run_id())
     client = first_connect(options, results_tube(run_id))
     prepared = None
@@ -533,7 +584,7 @@ def execute(options: RunOptions) -> dict[str, Any]:
         if journal is None:
             workload = workloads.get(options.workload or workloads.DEFAULT)
             workers = connected_workers(client)
-            params = workload.parameters(options.args, workers)
+            params = workload.parameters(options.args, workers, max_body(client))
             seed = options.seed if options.seed is not None else secrets.randbits(63)
             directory = run_dir(options.state_dir, run_id)
             directory.mkdir(parents=True, exist_ok=True, mode=0o700)
@@ -546,6 +597,7 @@ def execute(options: RunOptions) -> dict[str, Any]:
                 ttr=options.ttr,
                 priority=options.priority,
                 params=params,
+                nonce=secrets.token_hex(16),
             )
             journal = Journal.create(options.state_dir, plan)
             log.info(
@@ -559,6 +611,7 @@ def execute(options: RunOptions) -> dict[str, Any]:
             )
         else:
             log.info("resuming run %s", run_id)
+        log.info("run %s: %s", run_id, options.keyring.describe())
     except BaseException:
         close_quietly(client)
         raise
@@ -640,6 +693,7 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
         metavar="S",
         help="give up connecting at start after S s (default %(default)s)",
     )
+    add_key_options(parser)
     for name in workloads.names():
         group = parser.add_argument_group(f"workload {name}")
         try:
