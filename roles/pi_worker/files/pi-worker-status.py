@@ -132,14 +132,18 @@ class Notifier:
             socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) if address else None
         )
 
-    def send(self, message: str) -> None:
+    def send(self, message: str) -> bool:
+        """Send without blocking (a busy PID 1 must not stall the loop); True when sent."""
         if self.sock is None:
             print(message, flush=True)
-            return
+            return True
         try:
-            self.sock.sendto(message.encode("utf-8", "replace"), self.address)
-        except OSError as err:  # systemd busy or gone: the next round sends again
+            data = message.encode("utf-8", "replace")
+            self.sock.sendto(data, socket.MSG_DONTWAIT, self.address)
+        except OSError as err:  # queue full or systemd gone: the next round sends again
             print(f"sd_notify failed: {err}", file=sys.stderr, flush=True)
+            return False
+        return True
 
 
 class Signal(Exception):
@@ -164,10 +168,10 @@ def main() -> int:
             except (OSError, subprocess.SubprocessError) as err:
                 status = f"cannot read the instances: {err}"[:300]
             if last is None:
-                notifier.send(f"READY=1\nSTATUS={status}")
-            elif status != last:
-                notifier.send(f"STATUS={status}")
-            last = status
+                if notifier.send(f"READY=1\nSTATUS={status}"):
+                    last = status
+            elif status != last and notifier.send(f"STATUS={status}"):
+                last = status
             if watchdog:
                 notifier.send("WATCHDOG=1")
             time.sleep(interval)
