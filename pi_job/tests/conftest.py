@@ -58,6 +58,25 @@ def wait_for(predicate: Callable[[], Any], timeout: float = 20.0, interval: floa
         time.sleep(interval)
 
 
+def make_key_file(directory: Path) -> Path:
+    """``directory/cluster.key``: a test's cluster key (32 random bytes as hex, mode 0600)."""
+    path = directory / "cluster.key"
+    if not path.exists():
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as handle:
+            handle.write(os.urandom(32).hex() + "\n")
+    return path
+
+
+@pytest.fixture(autouse=True)
+def cluster_key(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """Every test has a cluster key, also for in-process ``main()`` calls ($PI_JOB_KEY_FILE)."""
+    monkeypatch.delenv("CREDENTIALS_DIRECTORY", raising=False)
+    path = make_key_file(tmp_path)
+    monkeypatch.setenv("PI_JOB_KEY_FILE", str(path))
+    return path
+
+
 class Beanstalkd:
     """A beanstalkd process on 127.0.0.1 with a binlog; restartable on the same port."""
 
@@ -145,7 +164,10 @@ class Cluster:
         )
         self.env.pop("NOTIFY_SOCKET", None)
         self.env.pop("JOURNAL_STREAM", None)
+        self.env.pop("CREDENTIALS_DIRECTORY", None)
         self._count = 0
+        self.key_file = make_key_file(tmp_path)
+        """The cluster key every worker and master of the cluster gets (``--key-file``)."""
 
     def argv(self, *args: str) -> list[str]:
         return [sys.executable, "-m", "pi_job.cli", *args]
@@ -170,7 +192,7 @@ class Cluster:
         before = self.server.watching()
         proc = self.spawn(
             "worker", "--server", self.server.address, "--reserve-timeout", "1",
-            "--backend", backend, *extra,
+            "--backend", backend, "--key-file", str(self.key_file), *extra,
         )  # fmt: skip
         if wait:
             wait_for(lambda: self.server.watching() > before or proc.poll() is not None)
@@ -180,7 +202,7 @@ class Cluster:
     def master_args(self, *extra: str) -> list[str]:
         return [
             "run", "--server", self.server.address, "--state-dir", str(self.state_dir),
-            "--progress-interval", "1", "--json", *extra,
+            "--progress-interval", "1", "--json", "--key-file", str(self.key_file), *extra,
         ]  # fmt: skip
 
     def master(self, *extra: str) -> subprocess.Popen[str]:

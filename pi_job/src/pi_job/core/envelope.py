@@ -14,9 +14,12 @@ from __future__ import annotations
 import json
 import re
 from dataclasses import asdict, dataclass, field
-from typing import Any, Final
+from typing import TYPE_CHECKING, Any, Final
 
 from pi_job.limits import MAX_HEADER_BYTES, MAX_JOBS, MAX_TEXT, RUN_ID_PATTERN, check_run_id
+
+if TYPE_CHECKING:
+    from pi_job.core.signing import Keyring
 
 PROTOCOL_VERSION: Final = 2
 
@@ -27,10 +30,13 @@ DATA_TUBE_PREFIX: Final = "pi.data."
 """Tube of a run's shared inputs (never watched: workers read them with ``peek`` by id)."""
 
 _RUN_ID_RE: Final = re.compile(RUN_ID_PATTERN)
-_JOB_KEYS: Final = frozenset({"v", "run", "job", "w", "spec", "inputs"})
+_JOB_KEYS: Final = frozenset({"v", "run", "job", "w", "spec", "inputs", "nonce", "mac"})
 _ANSWER_KEYS: Final = frozenset(
-    {"v", "run", "job", "host", "worker", "seconds", "reserves", "value"}
+    {"v", "run", "job", "host", "worker", "seconds", "reserves", "value", "nonce", "mac"}
 )
+_SIGNED_OPTIONAL: Final = frozenset({"nonce", "mac"})
+"""Checked by :mod:`pi_job.core.signing` (``mac``) and the master (``nonce``)."""
+_NONCE_RE: Final = re.compile(r"[0-9a-f]{32}")
 
 
 class InvalidBodyError(ValueError):
@@ -86,9 +92,11 @@ class Job:
     spec: dict[str, Any]
     payload: bytes = b""
     inputs: dict[str, InputRef] = field(default_factory=dict)
+    nonce: str = ""
+    """The run's nonce (from the master's plan; echoed by the answer)."""
 
-    def encode(self) -> bytes:
-        """Return the job's body."""
+    def encode(self, keyring: Keyring | None = None) -> bytes:
+        """Return the job's body (signed with ``keyring``'s signing key, if given)."""
         header: dict[str, Any] = {
             "v": PROTOCOL_VERSION,
             "run": self.run,
@@ -98,6 +106,10 @@ class Job:
         }
         if self.inputs:
             header["inputs"] = {name: ref.to_json() for name, ref in sorted(self.inputs.items())}
+        if self.nonce:
+            header["nonce"] = self.nonce
+        if keyring is not None:
+            return keyring.seal("job", header, self.payload) + b"\n" + self.payload
         return _dump(header) + b"\n" + self.payload
 
 
@@ -113,10 +125,16 @@ class Answer:
     reserves: int
     value: dict[str, Any]
     payload: bytes = b""
+    nonce: str = ""
+    """The nonce of the job's run, echoed from the job."""
 
-    def encode(self) -> bytes:
-        """Return the answer's body."""
+    def encode(self, keyring: Keyring | None = None, key_index: int = 0) -> bytes:
+        """Return the answer's body (signed with key ``key_index`` of ``keyring``, if given)."""
         header = {"v": PROTOCOL_VERSION, **self.to_record()}
+        if not self.nonce:
+            del header["nonce"]
+        if keyring is not None:
+            return keyring.seal("answer", header, self.payload, key_index) + b"\n" + self.payload
         return _dump(header) + b"\n" + self.payload
 
     def to_record(self) -> dict[str, Any]:
@@ -140,27 +158,45 @@ def split_body(body: bytes) -> tuple[dict[str, Any], bytes]:
     return obj, payload
 
 
-def decode_job(body: bytes) -> Job:
-    """Decode and validate a job body (the spec itself is the workload's to check)."""
+def decode_job(body: bytes, keyring: Keyring | None = None) -> Job:
+    """Decode and validate a job body (the spec itself is the workload's to check).
+
+    With ``keyring``, the MAC is checked (:class:`~pi_job.core.signing.BadSignatureError`).
+    """
+    return decode_signed_job(body, keyring)[0]
+
+
+def decode_signed_job(body: bytes, keyring: Keyring | None) -> tuple[Job, int]:
+    """Decode a job body and check its MAC; return it and the index of the key that signed it."""
     obj, payload = split_body(body)
-    _check_keys(obj, _JOB_KEYS, frozenset({"inputs"}))
+    _check_keys(obj, _JOB_KEYS, frozenset({"inputs"}) | _SIGNED_OPTIONAL)
+    key_index = keyring.verify("job", obj, payload) if keyring is not None else 0
+    obj.pop("mac", None)
     raw_inputs = obj.get("inputs", {})
     if not isinstance(raw_inputs, dict) or len(raw_inputs) > 16:
         raise InvalidBodyError("'inputs' must be an object of at most 16 inputs")
-    return Job(
+    job = Job(
         run=_run_field(obj),
         job=int_field(obj, "job", 0, MAX_JOBS - 1),
         workload=text_field(obj, "w"),
         spec=object_field(obj, "spec"),
         payload=payload,
         inputs={str(name): InputRef.from_json(ref) for name, ref in raw_inputs.items()},
+        nonce=_nonce_field(obj),
     )
+    return job, key_index
 
 
-def decode_answer(body: bytes) -> Answer:
-    """Decode and validate an answer body (the value itself is the workload's to check)."""
+def decode_answer(body: bytes, keyring: Keyring | None = None) -> Answer:
+    """Decode and validate an answer body (the value itself is the workload's to check).
+
+    With ``keyring``, the MAC is checked (:class:`~pi_job.core.signing.BadSignatureError`).
+    """
     obj, payload = split_body(body)
-    _check_keys(obj, _ANSWER_KEYS)
+    _check_keys(obj, _ANSWER_KEYS, _SIGNED_OPTIONAL)
+    if keyring is not None:
+        keyring.verify("answer", obj, payload)
+    obj.pop("mac", None)
     seconds = obj["seconds"]
     if isinstance(seconds, bool) or not isinstance(seconds, int | float) or not seconds >= 0:
         raise InvalidBodyError("'seconds' must be a non-negative number")
@@ -173,6 +209,7 @@ def decode_answer(body: bytes) -> Answer:
         reserves=int_field(obj, "reserves", 1, 2**32),
         value=object_field(obj, "value"),
         payload=payload,
+        nonce=_nonce_field(obj),
     )
 
 
@@ -254,6 +291,13 @@ def _run_field(obj: dict[str, Any]) -> str:
     if not isinstance(value, str) or not _RUN_ID_RE.fullmatch(value):
         raise InvalidBodyError(f"'run' must match {RUN_ID_PATTERN}")
     return value
+
+
+def _nonce_field(obj: dict[str, Any]) -> str:
+    value = obj.get("nonce", "")
+    if value != "" and (not isinstance(value, str) or not _NONCE_RE.fullmatch(value)):
+        raise InvalidBodyError("'nonce' must be 32 hex digits")
+    return str(value)
 
 
 def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:

@@ -254,7 +254,11 @@ def _apply(state: RunState, kind: str, record: dict[str, Any]) -> None:
     elif kind == "rejected":
         state.rejected += 1
     elif kind in ("result", "duplicate"):
-        fields = {key: record[key] for key in Answer.__dataclass_fields__ if key != "payload"}
+        fields = {
+            key: record[key]
+            for key in Answer.__dataclass_fields__
+            if key != "payload" and (key in record or key != "nonce")
+        }
         result = Answer(**fields)
         state.result_ids.add(int(record["id"]))
         if kind == "result":

@@ -19,6 +19,10 @@ class Plan:
     ttr: int
     priority: int
     params: dict[str, Any] = field(default_factory=dict)
+    nonce: str = ""
+    """32 random hex digits drawn at plan time: every job and answer of the run carries them
+    (signed), so answers cannot be replayed into another run. Empty in journals from before
+    signing (the master then derives one from the run id)."""
 
     def __post_init__(self) -> None:
         """Check the invariants (raise :class:`InvalidValueError`)."""
@@ -36,6 +40,7 @@ class Plan:
             "ttr": self.ttr,
             "priority": self.priority,
             "params": self.params,
+            **({"nonce": self.nonce} if self.nonce else {}),
         }
 
     @classmethod
@@ -49,4 +54,5 @@ class Plan:
             ttr=int(record["ttr"]),
             priority=int(record["priority"]),
             params=dict(record["params"]),
+            nonce=str(record.get("nonce", "")),
         )

@@ -45,10 +45,11 @@ from pi_job.core.envelope import (
     InvalidBodyError,
     Job,
     body_preview,
-    decode_job,
+    decode_signed_job,
     results_tube,
 )
 from pi_job.core.sdnotify import Notifier
+from pi_job.core.signing import INSECURE, Keyring, add_key_options, keyring_from_args
 from pi_job.errors import UsageError
 
 INPUT_CACHE: Final = 2
@@ -127,6 +128,8 @@ class WorkerConfig:
     backend: str | None = None
     chunk: int | None = None
     connect_timeout: float = 5.0
+    keyring: Keyring = INSECURE
+    """Checks each job's MAC and signs each answer (the CLI always gives the cluster's)."""
 
 
 class Worker:
@@ -173,6 +176,7 @@ class Worker:
             self.config.backend or "default",
             self.config.server,
         )
+        log.info("worker %s: %s", self.config.worker_id, self.config.keyring.describe())
         client: greenstalk.Client[bytes] | None = None
         try:
             for name in workloads.names():
@@ -227,7 +231,7 @@ class Worker:
     # -- one job ---------------------------------------------------------------------------
     def _handle(self, client: greenstalk.Client[bytes], job: greenstalk.Job[bytes]) -> None:
         try:
-            spec = decode_job(job.body)
+            spec, key_index = decode_signed_job(job.body, self.config.keyring)
             workload = workloads.get(spec.workload)
         except (InvalidBodyError, UsageError) as exc:
             self._bury(client, job, str(exc))
@@ -267,9 +271,10 @@ class Worker:
             reserves=stats["reserves"],
             value=value,
             payload=payload,
+            nonce=spec.nonce,
         )
         client.use(results_tube(spec.run))
-        client.put(answer.encode(), ttr=RESULT_TTR)
+        client.put(answer.encode(self.config.keyring, key_index), ttr=RESULT_TTR)
         try:
             client.delete(job)
         except greenstalk.NotFoundError:
@@ -352,6 +357,7 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
         metavar="S",
         help="timeout of one connection attempt (default %(default)s)",
     )
+    add_key_options(parser)
     parser.add_argument("-v", "--verbose", action="store_true", help="log every job")
 
 
@@ -364,6 +370,7 @@ def command(args: argparse.Namespace) -> int:
         raise UsageError(
             f"argument --backend: {args.backend!r} is not installed (have {', '.join(known)})"
         )
+    keyring = keyring_from_args(args)
     host = socket.gethostname()
     config = WorkerConfig(
         server=args.server,
@@ -373,6 +380,7 @@ def command(args: argparse.Namespace) -> int:
         chunk=args.chunk_darts,
         backend=args.backend,
         connect_timeout=args.connect_timeout,
+        keyring=keyring,
     )
     worker = Worker(config)
     worker.install_signal_handlers()
