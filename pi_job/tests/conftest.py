@@ -69,10 +69,12 @@ def make_key_file(directory: Path) -> Path:
 
 
 @pytest.fixture(autouse=True)
-def cluster_key(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    """Every test has a cluster key, also for in-process ``main()`` calls ($PI_JOB_KEY_FILE)."""
+def cluster_key(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """Every test has a cluster key, also for in-process ``main()`` calls ($PI_JOB_KEY_FILE).
+
+    It lives outside ``tmp_path`` (tests check what they leave there)."""
     monkeypatch.delenv("CREDENTIALS_DIRECTORY", raising=False)
-    path = make_key_file(tmp_path)
+    path = make_key_file(tmp_path_factory.mktemp("key"))
     monkeypatch.setenv("PI_JOB_KEY_FILE", str(path))
     return path
 
@@ -166,7 +168,7 @@ class Cluster:
         self.env.pop("JOURNAL_STREAM", None)
         self.env.pop("CREDENTIALS_DIRECTORY", None)
         self._count = 0
-        self.key_file = make_key_file(tmp_path)
+        self.key_file = Path(os.environ.get("PI_JOB_KEY_FILE") or make_key_file(tmp_path))
         """The cluster key every worker and master of the cluster gets (``--key-file``)."""
 
     def argv(self, *args: str) -> list[str]:

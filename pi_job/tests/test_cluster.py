@@ -11,6 +11,7 @@ import greenstalk
 import pytest
 from conftest import BACKEND, Beanstalkd, Cluster, expected_inside, free_port, wait_for
 
+from pi_job.core import signing
 from pi_job.core.envelope import Answer, decode_job, results_tube
 from pi_job.workloads.pi import kernel
 
@@ -149,8 +150,8 @@ def test_redelivered_job_counted_once(cluster: Cluster, beanstalkd: Beanstalkd) 
 
     wait_for(job_a_answered, timeout=30, interval=0.2)
     value = {"darts": darts, "inside": inside, "backend": BACKEND}
-    late = Answer(spec.run, spec.job, "slowhost", "slow-worker", 9.0, 1, value)
-    slow.put(late.encode())
+    late = Answer(spec.run, spec.job, "slowhost", "slow-worker", 9.0, 1, value, nonce=spec.nonce)
+    slow.put(late.encode(signing.read_key_file(cluster.key_file)))
     slow.release(job_b)
     slow.close()
     code, out = cluster.finish(master, timeout=60)
@@ -182,12 +183,23 @@ MALFORMED = [
 ]
 
 
+SIGNED = {2, 7, 14, 15}
+"""Bodies whose fault is in the spec or payload: signed, so that the workload's check speaks
+(unsigned, they are buried as "bad signature" before the workload sees them)."""
+
+
+def signed(body: bytes, keyring: signing.Keyring) -> bytes:
+    head, _, payload = body.partition(b"\n")
+    return keyring.seal("job", json.loads(head), payload) + b"\n" + payload
+
+
 def test_malformed_jobs_buried_with_reasons(cluster: Cluster, beanstalkd: Beanstalkd) -> None:
     worker = cluster.worker()
     ids = []
+    keyring = signing.read_key_file(cluster.key_file)
     with beanstalkd.client(use="pi.jobs") as client:
-        for body in MALFORMED:
-            ids.append(client.put(body, ttr=10))
+        for number, body in enumerate(MALFORMED):
+            ids.append(client.put(signed(body, keyring) if number in SIGNED else body, ttr=10))
     wait_for(lambda: beanstalkd.tube("pi.jobs").get("current-jobs-buried", 0) == len(MALFORMED))
     wait_for(lambda: beanstalkd.tube("pi.buried").get("current-jobs-ready", 0) == len(MALFORMED))
     proc = cluster.run("status", "--server", beanstalkd.address, "--json")
