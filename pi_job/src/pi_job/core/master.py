@@ -660,6 +660,11 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
     )
     add("--json", action="store_true", help="print the summary JSON on stdout instead of text")
     add(
+        "--check",
+        action="store_true",
+        help="only check the values (and input files) of a new run, connect to nothing",
+    )
+    add(
         "--stall-timeout",
         type=argtypes.seconds(1, 86400),
         default=DEFAULT_STALL_TIMEOUT,
@@ -708,6 +713,11 @@ def command(args: argparse.Namespace) -> int:
         raise UsageError("--resume and --run-id name different runs")
     if args.workload is not None:
         workloads.get(args.workload)
+    if args.check:
+        workload = workloads.get(args.workload or workloads.DEFAULT)
+        params = workload.parameters(args, 1)
+        print(f"pi-job run: {workload.name} values are valid: {json.dumps(params)}")
+        return 0
     options = RunOptions.from_args(args)
     try:
         summary = execute(options)

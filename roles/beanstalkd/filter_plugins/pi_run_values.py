@@ -1,0 +1,1 @@
+../../pi_run/filter_plugins/pi_run_values.py
