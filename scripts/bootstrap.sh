@@ -40,7 +40,7 @@ fi
 
 # 3. The pinned tool venv, rebuilt when requirements-dev.txt changes.
 stamp="$venv/.requirements.sha256"
-want="$(sha256sum requirements-dev.txt pi_job/pyproject.toml | sha256sum | cut -c1-64)"
+want="$(sha256sum requirements-dev.txt pi_job/pyproject.toml examples/primes/pyproject.toml | sha256sum | cut -c1-64)"
 if [[ ! -x "$venv/bin/python" || "$(cat "$stamp" 2>/dev/null)" != "$want" ]]; then
   log "venv $venv (pinned tools, pi_job editable)"
   python3 -c 'import sys; sys.exit(sys.version_info < (3, 11))' || {
@@ -49,6 +49,7 @@ if [[ ! -x "$venv/bin/python" || "$(cat "$stamp" 2>/dev/null)" != "$want" ]]; th
   "$venv/bin/pip" install -q --upgrade pip
   "$venv/bin/pip" install -q -r requirements-dev.txt
   "$venv/bin/pip" install -q -e "./pi_job[test]"
+  "$venv/bin/pip" install -q -e ./examples/primes  # the example workload (docs/WORKLOADS.md)
   echo "$want" >"$stamp"
 fi
 
