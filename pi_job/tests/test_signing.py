@@ -102,7 +102,8 @@ def test_key_files(tmp_path: Path) -> None:
     write(signing.CREDENTIAL_NAME, key)
     assert signing.find_key_file(None, env) == tmp_path / signing.CREDENTIAL_NAME
     assert signing.find_key_file(Path("/x"), env) == Path("/x")
-    assert signing.find_key_file(None, {}) is None
+    assert signing.find_key_file(None, {}, tmp_path / "none") is None
+    assert signing.find_key_file(None, {}, tmp_path / "ok") == tmp_path / "ok"
 
 
 def test_commands_refuse_to_start_without_a_usable_key(

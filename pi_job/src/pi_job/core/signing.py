@@ -17,11 +17,12 @@ exactly that run:
 - the payload enters through its SHA-256 (hashlib, about 2 GB/s here), so bulk bodies cost one
   hash and one small HMAC.
 
-Key file (``--key-file``, the systemd credential ``pi-job-key``, or ``$PI_JOB_KEY_FILE``): text,
-one key per line as hex (at least 64 hex digits, i.e. 32 bytes); the first line is the key that
-signs, an optional second line is the previous key, still accepted while a rotation is under
-way. A worker answers with the key that verified the job, so a master started before a rotation
-still accepts the answers to its jobs. The file must not be readable or writable by others.
+Key file (``--key-file``, the systemd credential ``pi-job-key``, ``$PI_JOB_KEY_FILE``, or
+``/etc/pi-job/cluster.key``): text, one key per line as hex (at least 64 hex digits, i.e. 32
+bytes); the first line is the key that signs, an optional second line is the previous key, still
+accepted while a rotation is under way. A worker answers with the key that verified the job,
+so a master started before a rotation still accepts the answers to its jobs. The file must not
+be readable or writable by others.
 Keys are never logged or printed; a key's ``kid`` (first 8 hex digits of a SHA-256 of it) is.
 """
 
@@ -54,6 +55,9 @@ MAX_KEY_FILE_BYTES: Final = 4096
 CREDENTIAL_NAME: Final = "pi-job-key"
 """Name of the systemd credential (``LoadCredential=pi-job-key:/etc/pi-job/cluster.key``)."""
 KEY_FILE_ENV: Final = "PI_JOB_KEY_FILE"
+SYSTEM_KEY_FILE: Final = Path("/etc/pi-job/cluster.key")
+"""Where the Ansible role installs the key (root 0600): the last place looked at, so that root
+on a node can run ``pi-job run`` by hand."""
 BAD_SIGNATURE: Final = "bad signature"
 _EMPTY_DIGEST: Final = hashlib.sha256(b"").digest()
 _HEX_MAC: Final = re.compile(r"[0-9a-f]{64}")
@@ -188,8 +192,13 @@ def read_key_file(path: Path) -> Keyring:
     return parse_key_file(data, str(path))
 
 
-def find_key_file(key_file: Path | None, environ: Mapping[str, str] | None = None) -> Path | None:
-    """``--key-file``, else the systemd credential, else ``$PI_JOB_KEY_FILE``, else None."""
+def find_key_file(
+    key_file: Path | None,
+    environ: Mapping[str, str] | None = None,
+    system_file: Path = SYSTEM_KEY_FILE,
+) -> Path | None:
+    """``--key-file``, else the systemd credential, else ``$PI_JOB_KEY_FILE``, else
+    :data:`SYSTEM_KEY_FILE` if it exists, else None."""
     if key_file is not None:
         return key_file
     env = os.environ if environ is None else environ
@@ -200,6 +209,8 @@ def find_key_file(key_file: Path | None, environ: Mapping[str, str] | None = Non
             return candidate
     if env.get(KEY_FILE_ENV):
         return Path(env[KEY_FILE_ENV])
+    if system_file.exists():
+        return system_file
     return None
 
 
@@ -215,7 +226,7 @@ def load_keyring(
     if path is None:
         raise UsageError(
             f"no cluster key: give --key-file PATH (or the systemd credential {CREDENTIAL_NAME}, "
-            f"or ${KEY_FILE_ENV}); --insecure-no-key runs without signatures"
+            f"${KEY_FILE_ENV} or {SYSTEM_KEY_FILE}); --insecure-no-key runs without signatures"
         )
     return read_key_file(path)
 
