@@ -193,19 +193,20 @@ class Journal:
             sync=False,
         )
 
-    def result(self, result: Answer, message_id: int) -> None:
-        """Record a counted result durably (fsync) before its message is deleted."""
+    def result(self, result: Answer, message_id: int, *, sync: bool = True) -> None:
+        """Record a counted result; durable (fsync) before its message is deleted: with
+        ``sync=False`` the caller syncs a group of records once, then deletes their messages."""
         self.state.results[result.job] = result
         self.state.result_ids.add(message_id)
         record = {"type": "result", "t": time.time(), "id": message_id, **result.to_record()}
-        self._append(record, sync=True)
+        self._append(record, sync=sync)
 
-    def duplicate(self, result: Answer, message_id: int) -> None:
-        """Record a dropped duplicate result."""
+    def duplicate(self, result: Answer, message_id: int, *, sync: bool = True) -> None:
+        """Record a dropped duplicate result (``sync`` as for :meth:`result`)."""
         self.state.duplicates += 1
         self.state.result_ids.add(message_id)
         record = {"type": "duplicate", "t": time.time(), "id": message_id, **result.to_record()}
-        self._append(record, sync=True)
+        self._append(record, sync=sync)
 
     def finish(self, summary: dict[str, Any]) -> None:
         """Mark the run finished, keeping ``summary`` (timing of the report)."""
