@@ -1,0 +1,120 @@
+"""How many answers per second one master checks, folds and journals, against the bare queue.
+
+A large lab is played on loopback with a pre-filled answers tube: the master of a pi run of N
+one-dart jobs pushes its jobs and is then frozen (SIGSTOP); this script answers every job the
+way a worker would (real compute, signed with the cluster key, nonce echoed) and puts the
+answers on the run's tube; then the master is thawed and timed until it has journaled every
+answer and exited. In the same run, a bare greenstalk loop puts, reserves and deletes N bodies
+of the same size on the same server: the queue's own rate. Prints both, the journal's bytes
+per second, and what a 1,000-worker lab with 1 s jobs needs.
+
+Usage: python pi_job/benchmarks/master_rate.py [--jobs 20000]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import signal
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+
+import greenstalk
+from loopback import ENV, LoopbackCluster, cli
+
+from pi_job.core.envelope import Answer, decode_job, results_tube
+from pi_job.core.signing import read_key_file
+from pi_job.workloads.pi.workload import Pi
+
+
+class Context:
+    """What a worker gives a job, for the simulated workers."""
+
+    backend = "numpy"
+    chunk = None
+
+    def input(self, name: str) -> bytes:
+        raise KeyError(name)
+
+    def tick(self, fraction: float) -> None:
+        return None
+
+
+def cpu_name() -> str:
+    for line in Path("/proc/cpuinfo").read_text().splitlines():
+        if line.startswith("model name"):
+            return line.split(":", 1)[1].strip()
+    return platform.processor() or "unknown"
+
+
+def bare_rate(server: str, size: int, count: int) -> float:
+    """Messages per second of put, then reserve+delete, on the same server."""
+    host, port = server.rsplit(":", 1)
+    body = os.urandom(size)
+    with greenstalk.Client((host, int(port)), encoding=None, use="bare", watch="bare") as client:
+        start = time.perf_counter()
+        for _ in range(count):
+            client.put(body)
+        for _ in range(count):
+            client.delete(client.reserve(timeout=10))
+        return count / (time.perf_counter() - start)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--jobs", type=int, default=20000)
+    args = parser.parse_args()
+    jobs = args.jobs
+    with tempfile.TemporaryDirectory() as tmp, LoopbackCluster(Path(tmp)) as cluster:
+        keyring = read_key_file(cluster.key)
+        run_args = ["run", "--server", cluster.server, "--darts", str(jobs), "--job-darts", "1"]
+        run_args += ["--seed", "7", "--run-id", "rate", "--state-dir", str(cluster.state)]
+        run_args += ["--json", "--progress-interval", "3600", *cluster.key_args()]
+        master = subprocess.Popen(cli(*run_args), stdout=subprocess.PIPE, env=ENV, text=True)
+        host, port = cluster.server.rsplit(":", 1)
+        with greenstalk.Client(
+            (host, int(port)), encoding=None, watch="pi.jobs", use=results_tube("rate")
+        ) as client:
+            while True:
+                try:
+                    if client.stats_tube("pi.jobs")["current-jobs-ready"] >= jobs:
+                        break
+                except greenstalk.NotFoundError:
+                    pass
+                time.sleep(0.05)
+            master.send_signal(signal.SIGSTOP)
+            size = 0
+            for _ in range(jobs):
+                message = client.reserve(timeout=10)
+                job = decode_job(message.body, keyring)
+                value, payload = Pi().compute(job.spec, job.payload, Context())
+                answer = Answer(job.run, job.job, "sim", "sim:1", 0.0, 1, value, payload, job.nonce)
+                body = answer.encode(keyring)
+                size = len(body)
+                client.put(body)
+                client.delete(message)
+        start = time.perf_counter()
+        master.send_signal(signal.SIGCONT)
+        out, _ = master.communicate(timeout=600)
+        seconds = time.perf_counter() - start
+        summary = json.loads(out)
+        assert summary["jobs"] == jobs and summary["darts"] == jobs, summary
+        journal = cluster.state / "rate.jsonl"
+        bare = bare_rate(cluster.server, size, jobs)
+        rate = jobs / seconds
+        print(f"CPU: {cpu_name()}, {os.cpu_count()} cores; {jobs} answers of {size} bytes")
+        print(f"master: {rate:,.0f} answers/s (check, fold, journal in groups, delete)")
+        print(f"bare queue: {bare:,.0f} messages/s (put, reserve, delete; same server, same run)")
+        print(f"master / bare: {rate / bare:.2f}")
+        print(f"journal: {journal.stat().st_size / jobs:.0f} bytes per answer, "
+              f"{journal.stat().st_size / seconds / 1e6:.1f} MB/s while draining")  # fmt: skip
+        print("a 1,000-worker lab with 1 s jobs needs 1,000 answers/s, 3,000 queue ops/s "
+              f"and {journal.stat().st_size / jobs * 1000 / 1e6:.2f} MB/s of journal")  # fmt: skip
+
+
+if __name__ == "__main__":
+    main()
