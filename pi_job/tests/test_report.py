@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 
 from pi_job import plots
+from pi_job.workloads.pi.stats import Z95
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
@@ -119,7 +120,7 @@ def test_convergence_series_skips_leading_empty_jobs() -> None:
 
 def test_band_half_width_narrows_as_inverse_sqrt() -> None:
     p = math.pi / 4
-    assert plots.band_half_width(1) == pytest.approx(1.96 * 4 * math.sqrt(p * (1 - p)))
+    assert plots.band_half_width(1) == pytest.approx(Z95 * 4 * math.sqrt(p * (1 - p)))
     ratio = plots.band_half_width(10_000) / plots.band_half_width(100)
     assert ratio == pytest.approx(0.1)
 

@@ -41,6 +41,7 @@ from pi_job.scaling import (
     markdown_document,
     study_to_json,
 )
+from pi_job.workloads.pi.stats import P_INSIDE, half_width_95
 
 if TYPE_CHECKING:
     from matplotlib.axes import Axes
@@ -69,10 +70,6 @@ JOB_KEYS: tuple[str, ...] = ("job", "darts", "inside", "host", "worker", "second
 #: Keys every ``per_job`` entry of any workload has.
 GENERIC_JOB_KEYS: tuple[str, ...] = ("job", "host", "worker", "seconds", "work")
 
-Z95 = 1.96
-"""Two-sided 95 % quantile of the standard normal distribution."""
-P_INSIDE = math.pi / 4
-"""Probability that a uniform dart in the unit square lands inside the quarter circle."""
 DPI = 120
 PROG = "pi-job report"
 
@@ -167,7 +164,7 @@ def band_half_width(darts: float) -> float:
 
     ``1.96 * 4 * sqrt(p (1 - p) / N)`` with the true ``p = pi / 4``: it shrinks as ``1/sqrt(N)``.
     """
-    return Z95 * 4.0 * math.sqrt(P_INSIDE * (1.0 - P_INSIDE) / darts)
+    return half_width_95(P_INSIDE, darts)
 
 
 def darts_per_worker(
@@ -239,7 +236,7 @@ def plot_convergence(result: Mapping[str, Any], path: Path) -> Path:
     darts, estimates = convergence_series(result["per_job"])
     low = darts[0] if len(darts) > 1 else max(darts[0] / 100.0, 1.0)
     grid = np.geomspace(low, darts[-1], 200)
-    half = Z95 * 4.0 * np.sqrt(P_INSIDE * (1.0 - P_INSIDE) / grid)
+    half = np.array([band_half_width(float(n)) for n in grid])
 
     fig, (top, bottom) = plt.subplots(
         2, 1, figsize=(9, 7.5), sharex=True, height_ratios=(3, 2), layout="constrained"

@@ -12,6 +12,17 @@ from typing import Final
 
 Z95: Final = 1.959963984540054
 """Two-sided 95 % quantile of the standard normal distribution."""
+P_INSIDE: Final = math.pi / 4
+"""Probability that a uniform dart lands inside the circle."""
+
+
+def half_width_95(p: float, darts: float) -> float:
+    """Half-width of the 95 % interval of 4 * K / N: ``1.96 * 4 * sqrt(p (1 - p) / N)``.
+
+    The one confidence band of the project: the summary uses the observed ``p = K / N``, the
+    convergence plot the true ``p = pi / 4`` (it shrinks as ``1/sqrt(N)``).
+    """
+    return Z95 * 4.0 * math.sqrt(p * (1.0 - p) / darts)
 
 
 @dataclass(frozen=True, slots=True)
@@ -33,7 +44,7 @@ def estimate(inside: int, darts: int) -> Estimate:
     p = inside / darts
     pi = 4.0 * p
     std_error = 4.0 * math.sqrt(p * (1.0 - p) / darts)
-    half = Z95 * std_error
+    half = half_width_95(p, darts)
     return Estimate(
         darts=darts,
         inside=inside,
