@@ -52,7 +52,9 @@ def pi_count(value: object) -> int:
 
 def pi_int_error(value: object, name: str, minimum: object, maximum: object) -> str:
     """Return '' when value is a plain decimal integer in range, else a one-line reason."""
-    return _error(name, limits.parse_int, _text(value), _limit(minimum), _limit(maximum))
+    return _error(
+        name, limits.parse_int, _text(value), _limit(minimum), _limit(maximum)
+    )
 
 
 def pi_seconds_error(value: object, name: str, minimum: float, maximum: float) -> str:
