@@ -94,9 +94,12 @@ def test_bad_run_combinations(beanstalkd: Beanstalkd, tmp_path, capsys) -> None:
     state = tmp_path / "state"
     base = ["run", "--server", beanstalkd.address, "--state-dir", str(state)]
     assert_usage_error(capsys, base, "--darts is required")
-    assert_usage_error(capsys, [*base, "--darts", "1e15", "--job-darts", "1"], "max 1000000 jobs")
+    assert_usage_error(
+        capsys, [*base, "--darts", "1e15", "--job-darts", "1"], "more than 1000000 jobs"
+    )
     assert_usage_error(capsys, [*base, "--resume", "a", "--run-id", "b"], "different runs")
-    Journal.create(state, Plan("known", "pi", 5, 10, 60, 0, {"darts": 1000, "jobs": 10})).close()
+    params = {"darts": 1000, "job_darts": 100, "workers": 1, "guided": False, "jobs": 10}
+    Journal.create(state, Plan("known", "pi", 5, 10, 60, 0, params)).close()
     assert_usage_error(capsys, [*base, "--run-id", "known", "--darts", "2000"], "--darts 2000")
     assert_usage_error(capsys, [*base, "--run-id", "known", "--seed", "6"], "--seed 6")
     assert_nothing_queued(beanstalkd)
@@ -121,7 +124,7 @@ def test_console_script_exit_code(cluster: Cluster) -> None:
     proc = cluster.run("run", "--server", cluster.server.address, "--darts", "2.5")
     assert proc.returncode == 2
     assert proc.stderr.splitlines() == [
-        "pi-job run: error: argument --darts: not a whole number: '2.5'"
+        'pi-job run: error: argument --darts: not a whole number: "2.5"'
     ]
     version = cluster.run("--version")
     assert version.returncode == 0 and version.stdout.strip() == f"pi-job {__version__}"

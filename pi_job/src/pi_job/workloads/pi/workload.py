@@ -61,14 +61,17 @@ def job_starts(darts: int, size: int, workers: int, guided: bool = True) -> tupl
     the end. Not guided (``--job-darts`` given): every job has ``size`` darts but the last.
     The count does not depend on the split (one dart stream per run), only the balance does.
     """
+    too_many = UsageError(f"{darts} darts in jobs of at most {size} need more than {MAX_JOBS} jobs")
+    if -(-darts // size) > MAX_JOBS:
+        raise too_many
     floor = size if not guided else max(min(size, MIN_TAIL_DARTS), size // 16)
     starts, at = [0], 0
     while at < darts:
         share = -(-(darts - at) // (TAIL_SHARE * max(1, workers)))
         at += min(size, max(floor, share), darts - at)
         starts.append(at)
-    if len(starts) - 1 > MAX_JOBS:
-        raise UsageError(f"{darts} darts in jobs of at most {size} need more than {MAX_JOBS} jobs")
+        if len(starts) > MAX_JOBS + 1:
+            raise too_many
     return tuple(starts)
 
 
