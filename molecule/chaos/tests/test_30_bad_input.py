@@ -148,7 +148,8 @@ def test_server_unreachable():
 # ----------------------------------------------------------------------------------------------
 # raw garbage on pi.jobs
 
-GOOD = {"v": 1, "run": "garbage", "job": 0, "seed": 1, "darts": 1000}
+GOOD = {"v": 2, "run": "garbage", "job": 0, "w": "pi", "spec": {"seed": 1, "start": 0, "darts": 1000}}
+SPEC = GOOD["spec"]
 
 
 def body(**changes) -> bytes:
@@ -163,24 +164,28 @@ class Evil:
         return (os.system, ("touch /var/cache/pi-worker/PWNED",))
 
 
+# Bodies are checked in order: JSON header (size, UTF-8, syntax, version, keys), then the MAC,
+# then the fields: well-formed bodies without the cluster key's MAC all end as "bad signature"
+# (the field checks behind the MAC are unit-tested on loopback with signed bodies).
 GARBAGE = {
     "not JSON": (b"hello, beanstalkd", "not JSON"),
     "JSON array": (b"[1, 2, 3]", "JSON list is not an object"),
     "empty body": (b"", "not JSON"),
-    "missing key": (body(darts=...), "missing keys ['darts']"),
+    "missing key": (body(spec=...), "missing keys ['spec']"),
     "unknown key": (body(cmd="rm -rf /"), "unknown keys ['cmd']"),
-    "wrong version": (body(v=2), "unknown version v=2"),
-    "darts as string": (body(darts="1000"), "'darts' must be an integer, not str"),
-    "darts negative": (body(darts=-5), "'darts'=-5 out of range"),
-    "darts float": (body(darts=1.5), "'darts' must be an integer, not float"),
-    "job as bool": (body(job=True), "'job' must be an integer, not bool"),
-    "NaN": (b'{"v":1,"run":"garbage","job":0,"seed":1,"darts":NaN}', "non-finite number NaN"),
-    "duplicate key": (b'{"v":1,"v":1,"run":"garbage","job":0,"seed":1,"darts":1}', "duplicate key 'v'"),
-    "bad run id": (body(run="../../etc/passwd"), "'run' must match"),
-    "binary": (bytes(range(256)), "not UTF-8"),
+    "old version": (b'{"v":1,"run":"garbage","job":0,"seed":1,"darts":1000}', "unknown version v=1"),
+    "darts as string": (body(spec={**SPEC, "darts": "1000"}), "bad signature"),
+    "darts negative": (body(spec={**SPEC, "darts": -5}), "bad signature"),
+    "darts float": (body(spec={**SPEC, "darts": 1.5}), "bad signature"),
+    "job as bool": (body(job=True), "bad signature"),
+    "NaN": (b'{"v":2,"run":"garbage","job":0,"w":"pi","spec":{"darts":NaN}}', "non-finite number NaN"),
+    "duplicate key": (b'{"v":2,"v":2,"run":"garbage","job":0,"w":"pi","spec":{}}', "duplicate key 'v'"),
+    "bad run id": (body(run="../../etc/passwd"), "bad signature"),
+    "forged MAC": (body(mac="0" * 64), "bad signature"),
+    "binary": (bytes(range(128, 256)), "not UTF-8"),
     "pickle (os.system)": (pickle.dumps(Evil(), protocol=0), "not JSON"),
     "python expression": (b"__import__('os').system('touch /var/cache/pi-worker/PWNED')", "not JSON"),
-    "20 kB JSON (< -z, > 4096)": (body(pad="x" * 20000), "exceeds 4096"),
+    "20 kB JSON (< -z, > 4096)": (body(pad="x" * 20000), "no header line in the first 4096 bytes"),
     "deep nesting": (b"[" * 2000 + b"]" * 2000, "nested too deeply"),
 }
 
@@ -196,6 +201,18 @@ for name, b64 in json.loads(sys.argv[2]).items():
         out[name] = 'JOB_TOO_BIG'
 print(json.dumps(out))
 """
+
+OVERSIZE = """
+import sys, greenstalk
+host, port = sys.argv[1].rsplit(':', 1)
+c = greenstalk.Client((host, int(port)), encoding=None, use='pi.jobs')
+try:
+    print(c.put(b'x' * int(sys.argv[2]), ttr=30))
+except greenstalk.JobTooBigError:
+    print('JOB_TOO_BIG')
+"""
+OVERSIZE_BYTES = 17 * 2**20
+"""Above the lab's -z (beanstalkd_max_body 16 MiB + 2)."""
 
 STATES = """
 import json, sys, greenstalk
@@ -249,7 +266,7 @@ def garbage(baseline):
     master.start()
     master.wait_progress(3)
     total_before = tube_total()
-    oversize = put_raw({"oversize": b"x" * 70000})["oversize"]
+    oversize = server_py(OVERSIZE, server_addr(), str(OVERSIZE_BYTES)).stdout.strip()
     total_after_oversize = tube_total()
     ids = put_raw({k: v for k, (v, _) in GARBAGE.items()})
     deadline = time.monotonic() + 120
@@ -291,7 +308,7 @@ def test_garbage_buried_with_reason(kind, garbage):
 
 
 def test_garbage_oversize_rejected_by_server(garbage):
-    FIGURES["bad_input"]["raw job: 70 kB (> -z 65535)"] = f"put refused: {garbage['oversize']}"
+    FIGURES["bad_input"]["raw job: 17 MiB (> -z, 16 MiB + 2)"] = f"put refused: {garbage['oversize']}"
     assert garbage["oversize"] == "JOB_TOO_BIG"
     assert garbage["total_after_oversize"] == garbage["total_before"], "the over-size job was queued"
 
