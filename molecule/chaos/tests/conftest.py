@@ -229,6 +229,19 @@ def exposure(host, unit: str) -> float:
     return float(match.group(1))
 
 
+PIDS_OF = """
+import os, re, sys
+for pid in filter(str.isdigit, os.listdir('/proc')):
+    try:
+        line = open(f'/proc/{pid}/cmdline', 'rb').read().replace(b'\\0', b' ').decode()
+    except OSError:
+        continue
+    if re.search(sys.argv[1], line):
+        print(pid)
+"""
+"""Prints the pids whose command line matches a regex (pgrep is not on minimal nodes)."""
+
+
 def server_py(code: str, *args: str, timeout: int = 60):
     """Run a Python snippet with the lab venv (greenstalk) on the server."""
     b64 = base64.b64encode(code.encode()).decode()
@@ -292,7 +305,9 @@ class Master:
         assert out.rc == 0, out.stderr
 
     def pid(self) -> int | None:
-        out = self.host.run(f"pgrep -f {shlex.quote('^' + VENV + '/bin/python.* run .*' + re.escape(self.run_id))}")
+        # No pgrep on minimal nodes: the lab venv's Python reads /proc.
+        pattern = "^" + re.escape(VENV) + "/bin/python[^ ]* .* run .*" + re.escape(self.run_id) + "( |$)"
+        out = self.host.run(f"{VENV}/bin/python -c {shlex.quote(PIDS_OF)} {shlex.quote(pattern)}")
         pids = [int(p) for p in out.stdout.split()]
         return pids[0] if pids else None
 
