@@ -52,6 +52,14 @@ def instance_states(line: str) -> dict[int, str]:
     return {int(m.group(1)): m.group(2) for m in re.finditer(r"\| @(\d+) ([^|]*[^| ])", line)}
 
 
+def all_running(line: str, n: int) -> bool:
+    """Instances 1..n each report what they do: idle, a job, or connecting."""
+    states = instance_states(line)
+    return sorted(states) == list(range(1, n + 1)) and all(
+        state == "idle" or state.startswith(("run ", "connecting to ")) for state in states.values()
+    )
+
+
 def wait_status(host, predicate, timeout: float = 10.0) -> str:
     """Poll the operator's Status: line until predicate(line) holds; return that line."""
     deadline = time.monotonic() + timeout
@@ -70,17 +78,17 @@ def test_group_status_unprivileged_live(host):
     assert not {"root", "adm", "systemd-journal"} & set(groups), groups
     print(f"\n{out}")
     assert "Active: active (running)" in out, out
-    line = status_line(host)
     n = instances(host)
+    # Right after a (re)start the instances may still be starting: wait until all run.
+    line = wait_status(host, lambda s: all_running(s, n), timeout=60)
     assert line.startswith(f"{n} workers: "), line
-    states = instance_states(line)
-    assert sorted(states) == list(range(1, n + 1)), line
-    for i, state in states.items():
-        assert state == "idle" or state.startswith(("run ", "connecting to ")), f"@{i}: {state!r} in {line!r}"
+    assert sorted(instance_states(line)) == list(range(1, n + 1)), line
 
 
 def test_group_status_follows_instances(host):
     """Stopping an instance shows within seconds in the operator's view, starting it again too."""
+    n = instances(host)
+    wait_status(host, lambda s: all_running(s, n), timeout=60)
     host.check_output("systemctl stop pi-worker@2.service")
     try:
         line = wait_status(host, lambda s: instance_states(s).get(2) == "stopped")

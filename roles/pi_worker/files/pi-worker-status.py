@@ -24,7 +24,7 @@ import time
 GROUP = "pi-worker.service"
 PREFIX = "pi-worker@"
 PATTERN = PREFIX + "*.service"
-PROPERTIES = ("Id", "Wants", "ActiveState", "SubState", "StatusText")
+PROPERTIES = ("Id", "Wants", "ActiveState", "SubState", "StatusText", "Job")
 # Non-active states, named for an operator (ActiveState/SubState -> word).
 WORDS = {
     "auto-restart": "restarting",
@@ -97,9 +97,9 @@ def describe(unit: dict[str, str]) -> tuple[str, str]:
             return text.split()[0], text
         return "active", "active"
     word = WORDS.get(sub) or WORDS.get(state) or state or "unknown"
-    if text and word in ("starting", "stopping"):
-        return word, f"{word}: {text}"
-    return word, word
+    if word in ("stopped", "failed") and unit.get("Job"):
+        word = "starting"  # a start job waits (e.g. for the group, right after its restart)
+    return word, word  # no StatusText: it may still be the previous process's
 
 
 def instance_key(unit_id: str) -> tuple[int, str]:
