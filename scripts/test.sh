@@ -9,7 +9,7 @@ root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$root"
 export NO_COLOR=1 PY_COLORS=0 ANSIBLE_FORCE_COLOR=0 ANSIBLE_NOCOLOR=1
 stages="${STAGES:-static unit lint molecule}"
-scenarios="${MOLECULE_SCENARIOS:-default source chaos scale}"
+scenarios="${MOLECULE_SCENARIOS:-default source chaos scale}"   # + ssh: MOLECULE_SCENARIOS=ssh
 
 "$root/scripts/bootstrap.sh"
 # shellcheck disable=SC1091
@@ -50,6 +50,11 @@ if [[ " $stages " == *" molecule "* ]]; then
   # A previous killed run may have left containers behind.
   stale="$(docker ps -aq --filter label=owner=molecule)"
   [[ -z "$stale" ]] || docker rm -f $stale >/dev/null
+  # The ssh scenario's nodes: Debian 13 and Debian 12 with sshd (kept when current).
+  if [[ " $scenarios " == *" ssh "* ]]; then
+    "$root/scripts/build-image.sh" --ssh trixie
+    "$root/scripts/build-image.sh" --ssh bookworm
+  fi
   for scenario in $scenarios; do
     run_stage "molecule $scenario" molecule_test "$scenario"
   done
