@@ -75,7 +75,9 @@ def test_job_size_bounded():
     server = node(SERVER)
     pid = unit_props(server, "beanstalkd.service", "MainPID")["MainPID"]
     cmdline = server.file(f"/proc/{pid}/cmdline").content_string.split("\0")
-    assert "-z" in cmdline and int(cmdline[cmdline.index("-z") + 1]) <= 65535, cmdline
+    # -z is the role's largest body (16 MiB) + 2, -s one binlog file >= -z + 4 KiB.
+    assert "-z" in cmdline and int(cmdline[cmdline.index("-z") + 1]) == 16 * 2**20 + 2, cmdline
+    assert "-s" in cmdline and int(cmdline[cmdline.index("-s") + 1]) >= 16 * 2**20 + 2 + 4096, cmdline
     assert "-b" in cmdline, cmdline
 
 
