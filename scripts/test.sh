@@ -41,7 +41,7 @@ molecule_test() {
 }
 
 static_checks() {
-  ruff check pi_job benchmarks molecule roles && ruff format --check pi_job && mypy pi_job/src
+  ruff check pi_job benchmarks molecule roles examples && ruff format --check pi_job examples && mypy pi_job/src
 }
 
 if [[ " $stages " == *" static "* ]]; then run_stage "static (ruff, mypy)" static_checks; fi
