@@ -71,6 +71,30 @@ def connected_workers(server: str) -> int:
     return int(json.loads(out)["workers"])
 
 
+def cpu_name() -> str:
+    """The CPU model, as /proc/cpuinfo names it (figures must name the CPU)."""
+    for line in Path("/proc/cpuinfo").read_text().splitlines():
+        if line.startswith("model name"):
+            return line.split(":", 1)[1].strip()
+    return "unknown"
+
+
+def bare_loop(server: str, size: int, count: int) -> float:
+    """Seconds a bare greenstalk client takes to put ``count`` bodies of ``size`` bytes on a
+    tube of its own, then reserve and delete them: the queue's own rate, for comparisons."""
+    import greenstalk
+
+    host, port = server.rsplit(":", 1)
+    body = os.urandom(size)
+    with greenstalk.Client((host, int(port)), encoding=None, use="bare", watch="bare") as client:
+        start = time.perf_counter()
+        for _ in range(count):
+            client.put(body)
+        for _ in range(count):
+            client.delete(client.reserve(timeout=10))
+        return time.perf_counter() - start
+
+
 class LoopbackCluster:
     """A private beanstalkd on loopback (binlog in ``tmp``) and N real workers."""
 

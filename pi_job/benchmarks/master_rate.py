@@ -16,7 +16,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import signal
 import subprocess
 import tempfile
@@ -24,7 +23,7 @@ import time
 from pathlib import Path
 
 import greenstalk
-from loopback import ENV, LoopbackCluster, cli
+from loopback import ENV, LoopbackCluster, bare_loop, cli, cpu_name
 
 from pi_job.core.envelope import Answer, decode_job, results_tube
 from pi_job.core.signing import read_key_file
@@ -42,26 +41,6 @@ class Context:
 
     def tick(self, fraction: float) -> None:
         return None
-
-
-def cpu_name() -> str:
-    for line in Path("/proc/cpuinfo").read_text().splitlines():
-        if line.startswith("model name"):
-            return line.split(":", 1)[1].strip()
-    return platform.processor() or "unknown"
-
-
-def bare_rate(server: str, size: int, count: int) -> float:
-    """Messages per second of put, then reserve+delete, on the same server."""
-    host, port = server.rsplit(":", 1)
-    body = os.urandom(size)
-    with greenstalk.Client((host, int(port)), encoding=None, use="bare", watch="bare") as client:
-        start = time.perf_counter()
-        for _ in range(count):
-            client.put(body)
-        for _ in range(count):
-            client.delete(client.reserve(timeout=10))
-        return count / (time.perf_counter() - start)
 
 
 def main() -> None:
@@ -104,7 +83,7 @@ def main() -> None:
         summary = json.loads(out)
         assert summary["jobs"] == jobs and summary["darts"] == jobs, summary
         journal = cluster.state / "rate.jsonl"
-        bare = bare_rate(cluster.server, size, jobs)
+        bare = jobs / bare_loop(cluster.server, size, jobs)
         rate = jobs / seconds
         print(f"CPU: {cpu_name()}, {os.cpu_count()} cores; {jobs} answers of {size} bytes")
         print(f"master: {rate:,.0f} answers/s (check, fold, journal in groups, delete)")

@@ -20,25 +20,15 @@ for _var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
     os.environ[_var] = "1"  # before numpy is imported: one BLAS thread, like a worker
 
 import argparse  # noqa: E402
-import platform  # noqa: E402
 import tempfile  # noqa: E402
 import time  # noqa: E402
 from pathlib import Path  # noqa: E402
 from typing import Any  # noqa: E402
 
-import greenstalk  # noqa: E402
 import numpy as np  # noqa: E402
-from loopback import LoopbackCluster  # noqa: E402
+from loopback import LoopbackCluster, bare_loop, cpu_name  # noqa: E402
 
 from pi_job.workloads.matmul.workload import MatMul  # noqa: E402
-
-
-def cpu_name() -> str:
-    """The CPU model, as /proc/cpuinfo names it."""
-    for line in Path("/proc/cpuinfo").read_text().splitlines():
-        if line.startswith("model name"):
-            return line.split(":", 1)[1].strip()
-    return platform.processor() or "unknown"
 
 
 class Inputs:
@@ -79,19 +69,6 @@ def compute_efficiency(n: int) -> tuple[float, float]:
     return flops / numpy_s / 1e9, flops / worker_s / 1e9
 
 
-def bare_rate(server: str, size: int = 4 * 2**20, count: int = 40) -> float:
-    """MB/s of a bare greenstalk loop: put ``count`` bodies, then reserve and delete them."""
-    host, port = server.rsplit(":", 1)
-    body = os.urandom(size)
-    with greenstalk.Client((host, int(port)), encoding=None, use="bare", watch="bare") as client:
-        start = time.perf_counter()
-        for _ in range(count):
-            client.put(body)
-        for _ in range(count):
-            client.delete(client.reserve(timeout=10))
-        return 2 * size * count / (time.perf_counter() - start) / 1e6
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sizes", type=int, nargs="+", default=[1024, 2048, 4096])
@@ -105,7 +82,8 @@ def main() -> None:
         print(f"{n:>6} {ref:>10.1f} {worker:>8.1f} {worker / ref:>6.2f}")
     with tempfile.TemporaryDirectory() as tmp, LoopbackCluster(Path(tmp)) as cluster:
         cluster.set_workers(args.workers)
-        bare = bare_rate(cluster.server)
+        size, count = 4 * 2**20, 40
+        bare = 2 * size * count / bare_loop(cluster.server, size, count) / 1e6
         result, _ = cluster.run_workload(["--workload", "matvec", "--size", "8192"], "bench-matvec")
         moved = result["bytes_moved"] / result["seconds"] / 1e6
         print("\n2. bulk data through beanstalkd (binlog on), MB/s")
