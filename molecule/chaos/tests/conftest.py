@@ -31,8 +31,8 @@ PORT = 11300
 
 # One plan for every chaos run: the count depends only on (seed, darts, job_darts).
 SEED = int(os.environ.get("CHAOS_SEED", "20261127"))
-DARTS = int(float(os.environ.get("CHAOS_DARTS", "4e10")))
-JOB_DARTS = int(float(os.environ.get("CHAOS_JOB_DARTS", "2e8")))
+DARTS = int(float(os.environ.get("CHAOS_DARTS", "1.6e11")))  # ~10 s on 2 cores: faults land mid-run
+JOB_DARTS = int(float(os.environ.get("CHAOS_JOB_DARTS", "8e8")))
 MASTER_ARGS = ["--ttr", "10", "--stall-timeout", "180", "--progress-interval", "2", "--connect-timeout", "30"]
 
 SERVER = "mol-chaos-server"
