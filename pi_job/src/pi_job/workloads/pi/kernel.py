@@ -250,6 +250,22 @@ def default_backend() -> str:
     return "numba" if _numba_counter() is not None else "numpy"
 
 
+def _checked_range(
+    seed: object, start: object, darts: object, seed_max: int, seed_text: str
+) -> tuple[int, int, int]:
+    """The integer ``(seed, start, darts)`` of a count; ``ValueError``/``TypeError`` otherwise."""
+    seed, start, darts = _as_int("seed", seed), _as_int("start", start), _as_int("darts", darts)
+    if not 0 <= seed <= seed_max:
+        raise ValueError(f"seed must be in 0 .. {seed_text}, got {seed}")
+    if start < 0:
+        raise ValueError(f"start must be >= 0, got {start}")
+    if darts < 0:
+        raise ValueError(f"darts must be >= 0, got {darts}")
+    if start + darts > DARTS_MAX:
+        raise ValueError(f"start + darts must be <= 2**64, got {start + darts}")
+    return seed, start, darts
+
+
 def count_inside(seed: int, darts: int, start: int = 0, backend: str | None = None) -> int:
     """Return how many of the darts ``start .. start+darts-1`` of ``seed`` land inside.
 
@@ -258,17 +274,7 @@ def count_inside(seed: int, darts: int, start: int = 0, backend: str | None = No
     ``0 <= seed < 2**64``, ``darts >= 0``, ``start >= 0`` and ``start + darts <= 2**64``, and
     ``TypeError`` for non-integer arguments.
     """
-    seed = _as_int("seed", seed)
-    darts = _as_int("darts", darts)
-    start = _as_int("start", start)
-    if not 0 <= seed <= MASK64:
-        raise ValueError(f"seed must be in 0 .. 2**64-1, got {seed}")
-    if darts < 0:
-        raise ValueError(f"darts must be >= 0, got {darts}")
-    if start < 0:
-        raise ValueError(f"start must be >= 0, got {start}")
-    if start + darts > DARTS_MAX:
-        raise ValueError(f"start + darts must be <= 2**64, got {start + darts}")
+    seed, start, darts = _checked_range(seed, start, darts, MASK64, "2**64-1")
     counter = _counter(default_backend() if backend is None else backend)
     if darts == 0:
         return 0
@@ -287,17 +293,7 @@ def count_inside_range(seed: int, start: int, darts: int, backend: str | None = 
     ``0 <= seed <= SEED_MAX``, ``start >= 0``, ``darts >= 0`` and ``start + darts <= 2**64``
     (or for an unknown or unavailable backend), and ``TypeError`` for non-integer arguments.
     """
-    seed = _as_int("seed", seed)
-    start = _as_int("start", start)
-    darts = _as_int("darts", darts)
-    if not 0 <= seed <= SEED_MAX:
-        raise ValueError(f"seed must be in 0 .. 2**63-1, got {seed}")
-    if start < 0:
-        raise ValueError(f"start must be >= 0, got {start}")
-    if darts < 0:
-        raise ValueError(f"darts must be >= 0, got {darts}")
-    if start + darts > DARTS_MAX:
-        raise ValueError(f"start + darts must be <= 2**64, got {start + darts}")
+    seed, start, darts = _checked_range(seed, start, darts, SEED_MAX, "2**63-1")
     counter = _range_counter(default_backend() if backend is None else backend)
     if darts == 0:
         return 0
