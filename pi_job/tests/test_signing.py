@@ -47,6 +47,13 @@ def test_mac_covers_every_field_and_the_payload() -> None:
     head, _, payload = body.partition(b"\n")
     header = json.loads(head)
     assert set(header) == {"v", "run", "job", "w", "spec", "nonce", "mac"}
+    # the sealed line is checked as sent; the same content encoded otherwise (spaces, key order)
+    # is checked through its canonical form, and still verifies
+    respaced = json.dumps(dict(reversed(list(header.items())))).encode() + b"\n" + payload
+    assert decode_job(respaced, ring) == job
+    # bytes changed in front of an intact mac field fail
+    with pytest.raises(signing.BadSignatureError):
+        decode_job(head.replace(b'"darts":10', b'"darts":11') + b"\n" + payload, ring)
     altered = [
         {**header, "job": 4},
         {**header, "run": "r2"},
@@ -220,6 +227,38 @@ def test_deleted_jobs_are_pushed_again_soon(cluster: Cluster, beanstalkd: Beanst
     assert report["inside"] == expected_inside(seed, darts)
     assert [job["job"] for job in report["per_job"]] == list(range(plan["jobs"]))
     assert "gone from the server, pushing them again" in cluster.log_of(master)
+
+
+def test_jobs_buried_by_an_intruder_are_kicked(cluster: Cluster, beanstalkd: Beanstalkd) -> None:
+    """An intruder reserves real jobs and buries them, and kicks a forged job the workers buried:
+    the master kicks its own buried jobs back (no stall timeout) and the count is exact."""
+    seed, darts = 23, 100_000_000
+    master = cluster.master("--darts", "1e8", "--job-darts", "1e7", "--seed", str(seed),
+                            "--run-id", "buried", "--stall-timeout", "120")  # fmt: skip
+    plan = plan_of(cluster, "buried")
+    wait_for(lambda: pushed(beanstalkd, plan["jobs"]))
+    spec = {"seed": 1, "start": 0, "darts": 1000}
+    with beanstalkd.client(use="pi.jobs") as intruder:
+        intruder.watch("pi.jobs")
+        for _ in range(3):
+            intruder.bury(intruder.reserve(timeout=1))
+        forged = intruder.put(Job("buried", 0, "pi", spec, nonce=plan["nonce"]).encode(), ttr=10)
+    worker = cluster.worker()
+    wait_for(lambda: beanstalkd.tube("pi.jobs").get("current-jobs-buried", 0) >= 4)
+    with beanstalkd.client(use="pi.jobs") as intruder:
+        intruder.kick_job(forged)  # the workers bury it again; the real ones stay buried
+    started = time.monotonic()
+    code, out = cluster.finish(master, timeout=120)
+    assert code == 0, cluster.log_of(master)
+    assert time.monotonic() - started < 60  # not the 120 s stall timeout
+    report = json.loads(out)
+    assert report["inside"] == expected_inside(seed, darts)
+    assert [job["job"] for job in report["per_job"]] == list(range(plan["jobs"]))
+    assert cluster.log_of(master).count("was buried, kicked back to ready") == 3
+    wait_for(lambda: beanstalkd.tube("pi.jobs").get("current-jobs-buried", 0) == 1)
+    status = json.loads(cluster.run("status", "--server", beanstalkd.address, "--json").stdout)
+    assert [(r["job_id"], r["reason"]) for r in status["buried"]] == [(forged, "bad signature")]
+    assert worker.poll() is None
 
 
 MATMUL = ["--workload", "matmul", "--size", "256", "--dtype", "int64", "--panel-rows", "16"]

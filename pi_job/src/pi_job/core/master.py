@@ -41,6 +41,8 @@ from pi_job.core.connection import (
     ServerAddress,
     close_quietly,
     connect,
+    delete_all,
+    reserve_ready,
 )
 from pi_job.core.envelope import (
     JOBS_TUBE,
@@ -69,7 +71,13 @@ DEFAULT_PRIORITY: Final = 2**16
 POLL_SECONDS: Final = 1
 IDLE_CHECK_SECONDS: Final = 5.0
 """Without a new answer for this long, look whether pending jobs vanished from the server
-(deleted by hand or by an intruder) and push them again, long before the stall timeout."""
+(deleted by hand or by an intruder) and push them again, long before the stall timeout; pending
+jobs found buried are kicked (see :data:`MAX_KICKS`)."""
+MAX_KICKS: Final = 3
+"""Times one master session kicks the same buried job of its run back to ready. A worker buries
+a correctly signed job only when its computation fails, so a job buried again and again stays
+buried (the run then stalls and ``pi-job status`` shows the reason); a job buried by an
+intruder (beanstalkd lets any client bury what it reserved) is computed after all."""
 PUSH_SYNC_EVERY: Final = 1000
 COMMIT_GROUP: Final = 256
 """Most answers journaled under one fsync (group commit)."""
@@ -203,6 +211,7 @@ class RunMaster:
         self.done_work = sum(self.workload.weight(a.value) for a in journal.state.results.values())
         self._workers: int | None = None
         self._workers_at = -WORKERS_REFRESH
+        self._kicks: dict[int, int] = {}
 
     def resumable_hint(self) -> str:
         """How to resume this run."""
@@ -219,7 +228,7 @@ class RunMaster:
         state = self.journal.state
         last_activity = last_check = time.monotonic()
         done = len(state.results)
-        while state.missing():
+        while not state.complete():
             try:
                 if self.client is None:
                     self._reconnect()
@@ -406,24 +415,18 @@ class RunMaster:
         Group commit: up to :data:`COMMIT_GROUP` answers are folded and journaled, the journal
         is fsynced once, and only then are their messages deleted, so a crash loses nothing
         (reserved messages go back to the queue; their ids are known, so a re-read is no
-        duplicate) and one fsync serves many answers.
+        duplicate) and one fsync serves many answers. The reserves and the deletes of a group
+        are pipelined (:func:`~pi_job.core.connection.reserve_ready`, ``delete_all``): a few
+        round trips per group instead of two per answer.
         """
-        messages: list[greenstalk.Job[bytes]] = []
-        try:
-            messages.append(client.reserve(timeout=timeout))
-            while len(messages) < COMMIT_GROUP:
-                messages.append(client.reserve(timeout=0))
-        except greenstalk.TimedOutError:
-            if not messages:
-                return False
+        messages = reserve_ready(client, COMMIT_GROUP, timeout)
+        if not messages:
+            return False
         for message in messages:
             self._accept(client, message)
         self.journal.sync()
-        for message in messages:
-            try:
-                client.delete(message)
-            except greenstalk.NotFoundError:  # pragma: no cover - we hold the reservation
-                log.warning("answer message %d vanished before its delete", message.id)
+        for job_id in delete_all(client, [message.id for message in messages]):
+            log.warning("answer message %d vanished before its delete", job_id)  # pragma: no cover
         return True
 
     def _check(self, answer: Answer) -> None:
@@ -460,18 +463,43 @@ class RunMaster:
 
     # -- stall detection and progress ------------------------------------------------------
     def _jobs_gone(self, client: greenstalk.Client[bytes]) -> bool:
-        """True if a pushed job without an answer is no longer on the server."""
+        """True if a pushed job without an answer is no longer on the server.
+
+        A pending job found buried is kicked back to ready when its body is still ours (at most
+        :data:`MAX_KICKS` times per job and session); one whose body is not ours is gone.
+        """
         state = self.journal.state
         for index in state.missing():
             job_id = state.pushed.get(index)
             if job_id is None:
                 return True
             try:
-                client.stats_job(job_id)
+                buried = client.stats_job(job_id)["state"] == "buried"
+                if buried and not self._kick(client, index, job_id):
+                    return True
             except greenstalk.NotFoundError:
                 log.info("run %s: job %d (id %d) is gone", self.plan.run_id, index, job_id)
                 return True
         return False
+
+    def _kick(self, client: greenstalk.Client[bytes], index: int, job_id: int) -> bool:
+        """Kick our buried job ``index`` (False if the buried body is not ours)."""
+        if client.peek(job_id).body != self.job_body(index):
+            return False
+        kicks = self._kicks.get(index, 0)
+        if kicks >= MAX_KICKS:
+            return True  # left buried: see MAX_KICKS
+        self._kicks[index] = kicks + 1
+        client.kick_job(job_id)
+        log.warning(
+            "run %s: job %d (id %d) was buried, kicked back to ready (%d of %d)",
+            self.plan.run_id,
+            index,
+            job_id,
+            kicks + 1,
+            MAX_KICKS,
+        )
+        return True
 
     def _anything_running(self, client: greenstalk.Client[bytes]) -> bool:
         """True if a worker holds one of this run's pending jobs."""
