@@ -8,7 +8,10 @@ answer and exited. In the same run, a bare greenstalk loop puts, reserves and de
 of the same size on the same server: the queue's own rate. Prints both, the journal's bytes
 per second, and what a 1,000-worker lab with 1 s jobs needs.
 
-Usage: python pi_job/benchmarks/master_rate.py [--jobs 20000]
+Usage: python pi_job/benchmarks/master_rate.py [--jobs 20000] [--profile FILE]
+
+``--profile FILE`` runs the master under cProfile and writes its statistics to FILE
+(``python -m pstats FILE``); the figures are then slower than without it.
 """
 
 from __future__ import annotations
@@ -27,13 +30,14 @@ from loopback import ENV, LoopbackCluster, bare_loop, cli, cpu_name
 
 from pi_job.core.envelope import Answer, decode_job, results_tube
 from pi_job.core.signing import read_key_file
+from pi_job.workloads.pi import kernel
 from pi_job.workloads.pi.workload import Pi
 
 
 class Context:
     """What a worker gives a job, for the simulated workers."""
 
-    backend = "numpy"
+    backend = "numba" if "numba" in kernel.available_backends() else "numpy"
     chunk = None
 
     def input(self, name: str) -> bytes:
@@ -46,14 +50,19 @@ class Context:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--jobs", type=int, default=20000)
+    parser.add_argument("--profile", type=Path, metavar="FILE", help="cProfile the master")
     args = parser.parse_args()
     jobs = args.jobs
+    kernel.warm_up()
     with tempfile.TemporaryDirectory() as tmp, LoopbackCluster(Path(tmp)) as cluster:
         keyring = read_key_file(cluster.key)
         run_args = ["run", "--server", cluster.server, "--darts", str(jobs), "--job-darts", "1"]
         run_args += ["--seed", "7", "--run-id", "rate", "--state-dir", str(cluster.state)]
         run_args += ["--json", "--progress-interval", "3600", *cluster.key_args()]
-        master = subprocess.Popen(cli(*run_args), stdout=subprocess.PIPE, env=ENV, text=True)
+        command = cli(*run_args)
+        if args.profile is not None:
+            command[1:1] = ["-m", "cProfile", "-o", str(args.profile.resolve())]
+        master = subprocess.Popen(command, stdout=subprocess.PIPE, env=ENV, text=True)
         host, port = cluster.server.rsplit(":", 1)
         with greenstalk.Client(
             (host, int(port)), encoding=None, watch="pi.jobs", use=results_tube("rate")
@@ -74,7 +83,7 @@ def main() -> None:
                 answer = Answer(job.run, job.job, "sim", "sim:1", 0.0, 1, value, payload, job.nonce)
                 body = answer.encode(keyring)
                 size = len(body)
-                client.put(body)
+                client.put(body, ttr=3600)  # the frozen master may hold a reservation
                 client.delete(message)
         start = time.perf_counter()
         master.send_signal(signal.SIGCONT)
@@ -85,7 +94,10 @@ def main() -> None:
         journal = cluster.state / "rate.jsonl"
         bare = jobs / bare_loop(cluster.server, size, jobs)
         rate = jobs / seconds
-        print(f"CPU: {cpu_name()}, {os.cpu_count()} cores; {jobs} answers of {size} bytes")
+        load = ", ".join(f"{x:.1f}" for x in os.getloadavg())
+        print(
+            f"CPU: {cpu_name()}, {os.cpu_count()} cores, load {load}; {jobs} answers of {size} bytes"
+        )
         print(f"master: {rate:,.0f} answers/s (check, fold, journal in groups, delete)")
         print(f"bare queue: {bare:,.0f} messages/s (put, reserve, delete; same server, same run)")
         print(f"master / bare: {rate / bare:.2f}")

@@ -12,11 +12,11 @@ import signal
 import socket
 
 import pytest
-from conftest import Cluster, wait_for
+from conftest import Beanstalkd, Cluster, wait_for
 
 from pi_job import workloads
 from pi_job.core import logging_setup
-from pi_job.core.connection import Backoff, parse_server
+from pi_job.core.connection import Backoff, delete_all, parse_server, reserve_ready
 from pi_job.core.envelope import (
     Answer,
     InputRef,
@@ -84,6 +84,30 @@ def test_answer_roundtrip_and_pi_checks() -> None:
     for bad in [{**answer.value, "inside": 101}, {**answer.value, "darts": 99}, {"darts": 100}]:
         with pytest.raises(InvalidBodyError):
             pi.check_answer(params, 0, bad, b"")
+
+
+def test_pipelined_reserve_and_delete(beanstalkd: Beanstalkd) -> None:
+    with beanstalkd.client(use="t", watch="t") as client:
+        assert reserve_ready(client, 10) == []  # nothing ready: no wait, nothing held
+        bodies = [b"%d\n\r\n%s" % (n, b"x" * n) for n in range(300)]  # CRLF inside bodies
+        ids = [client.put(body) for body in bodies]
+        first = reserve_ready(client, 256)
+        assert [m.body for m in first] == bodies[:256] and [m.id for m in first] == ids[:256]
+        rest = reserve_ready(client, 256)
+        assert [m.body for m in rest] == bodies[256:]
+        assert delete_all(client, [m.id for m in first + rest] + [10**9]) == [10**9]
+        assert beanstalkd.tube("t")["current-jobs-reserved"] == 0
+        assert beanstalkd.tube("t")["total-jobs"] == 300
+        # holding a message in its last second (ttr 1): the server says DEADLINE_SOON instead
+        # of TIMED_OUT once the tube is empty; the ready messages are still all taken
+        client.put(b"soon", priority=0, ttr=1)
+        later = [client.put(b"%d" % n) for n in range(20)]
+        held = reserve_ready(client, 100)
+        assert [m.body for m in held] == [b"soon"] + [b"%d" % n for n in range(20)]
+        assert delete_all(client, [m.id for m in held]) == []
+        assert later == [m.id for m in held[1:]]
+        client.use("t")  # the connection is still in step after the pipelined replies
+        assert client.stats_tube("t")["current-jobs-ready"] == 0
 
 
 def test_parse_server() -> None:

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import json
 import re
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Final
 
 from pi_job.limits import MAX_HEADER_BYTES, MAX_JOBS, MAX_TEXT, RUN_ID_PATTERN, check_run_id
@@ -138,14 +138,30 @@ class Answer:
         return _dump(header) + b"\n" + self.payload
 
     def to_record(self) -> dict[str, Any]:
-        """The header fields as a plain dict (journal record; the payload is not kept)."""
-        record = asdict(self)
-        del record["payload"]
-        return record
+        """The header fields as a plain dict (journal record; the payload is not kept).
+
+        ``value`` is shared, not copied (the master's hot path): do not mutate the result's.
+        """
+        return {
+            "run": self.run,
+            "job": self.job,
+            "host": self.host,
+            "worker": self.worker,
+            "seconds": self.seconds,
+            "reserves": self.reserves,
+            "value": self.value,
+            "nonce": self.nonce,
+        }
 
 
 def split_body(body: bytes) -> tuple[dict[str, Any], bytes]:
     """Split a body into its validated JSON header object and its payload."""
+    _, obj, payload = _split(body)
+    return obj, payload
+
+
+def _split(body: bytes) -> tuple[bytes, dict[str, Any], bytes]:
+    """The header line as sent, its validated JSON object, and the payload."""
     head, newline, payload = body.partition(b"\n")
     if not newline and len(body) > MAX_HEADER_BYTES:
         raise InvalidBodyError(f"no header line in the first {MAX_HEADER_BYTES} bytes")
@@ -155,7 +171,7 @@ def split_body(body: bytes) -> tuple[dict[str, Any], bytes]:
         raise InvalidBodyError("missing or non-integer version 'v'")
     if version != PROTOCOL_VERSION:
         raise InvalidBodyError(f"unknown version v={version}")
-    return obj, payload
+    return head, obj, payload
 
 
 def decode_job(body: bytes, keyring: Keyring | None = None) -> Job:
@@ -168,9 +184,9 @@ def decode_job(body: bytes, keyring: Keyring | None = None) -> Job:
 
 def decode_signed_job(body: bytes, keyring: Keyring | None) -> tuple[Job, int]:
     """Decode a job body and check its MAC; return it and the index of the key that signed it."""
-    obj, payload = split_body(body)
+    head, obj, payload = _split(body)
     _check_keys(obj, _JOB_KEYS, frozenset({"inputs"}) | _SIGNED_OPTIONAL)
-    key_index = keyring.verify("job", obj, payload) if keyring is not None else 0
+    key_index = keyring.verify("job", obj, payload, head) if keyring is not None else 0
     obj.pop("mac", None)
     raw_inputs = obj.get("inputs", {})
     if not isinstance(raw_inputs, dict) or len(raw_inputs) > 16:
@@ -192,10 +208,10 @@ def decode_answer(body: bytes, keyring: Keyring | None = None) -> Answer:
 
     With ``keyring``, the MAC is checked (:class:`~pi_job.core.signing.BadSignatureError`).
     """
-    obj, payload = split_body(body)
+    head, obj, payload = _split(body)
     _check_keys(obj, _ANSWER_KEYS, _SIGNED_OPTIONAL)
     if keyring is not None:
-        keyring.verify("answer", obj, payload)
+        keyring.verify("answer", obj, payload, head)
     obj.pop("mac", None)
     seconds = obj["seconds"]
     if isinstance(seconds, bool) or not isinstance(seconds, int | float) or not seconds >= 0:
@@ -301,11 +317,13 @@ def _nonce_field(obj: dict[str, Any]) -> str:
 
 
 def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
-    result: dict[str, Any] = {}
-    for key, value in pairs:
-        if key in result:
-            raise InvalidBodyError(f"duplicate key {key!r}")
-        result[key] = value
+    result = dict(pairs)
+    if len(result) != len(pairs):
+        seen: set[str] = set()
+        for key, _ in pairs:
+            if key in seen:
+                raise InvalidBodyError(f"duplicate key {key!r}")
+            seen.add(key)
     return result
 
 

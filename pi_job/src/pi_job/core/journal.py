@@ -88,6 +88,10 @@ class RunState:
         """Wall time spent by master sessions on the run (gaps between sessions excluded)."""
         return sum(max(0.0, session.last - session.start) for session in self.sessions)
 
+    def complete(self) -> bool:
+        """True when every job has a counted result (cheap: no list of the missing ones)."""
+        return len(self.results) >= self.plan.jobs and not self.missing()
+
     def missing(self) -> list[int]:
         """Job indices without a counted result, in order."""
         return [index for index in range(self.plan.jobs) if index not in self.results]

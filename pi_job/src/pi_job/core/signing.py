@@ -122,17 +122,30 @@ class Keyring:
         tag = self.mac(kind, head, payload, key_index)
         return head[:-1] + b',"mac":"' + tag.encode("ascii") + b'"}'
 
-    def verify(self, kind: Kind, header: dict[str, Any], payload: bytes) -> int:
+    def verify(
+        self, kind: Kind, header: dict[str, Any], payload: bytes, line: bytes | None = None
+    ) -> int:
         """Check and remove the ``mac`` of a decoded header; return the index of the key.
 
-        Raises :class:`BadSignatureError` when the MAC is missing, malformed or made with no
-        key of the ring. In insecure mode any ``mac`` is removed unchecked.
+        ``line`` is the header line as received (``header`` is its decoding). When it is what
+        :meth:`seal` writes (canonical bytes, then the ``mac`` field last), the MAC is checked
+        over those very bytes, without encoding the header again; otherwise, or if that check
+        fails, over the canonical encoding of ``header``. Both accept exactly the bodies a key
+        holder sealed. Raises :class:`BadSignatureError` when the MAC is missing, malformed or
+        made with no key of the ring. In insecure mode any ``mac`` is removed unchecked.
         """
         tag = header.pop(MAC_FIELD, None)
         if self.insecure:
             return 0
         if not isinstance(tag, str) or not _HEX_MAC.fullmatch(tag):
             raise BadSignatureError
+        if line is not None:
+            tail = b',"mac":"' + tag.encode("ascii") + b'"}'
+            if line.endswith(tail):
+                sealed = line[: -len(tail)] + b"}"
+                for index in range(len(self.keys)):
+                    if hmac.compare_digest(self.mac(kind, sealed, payload, index), tag):
+                        return index
         head = canonical(header)
         for index in range(len(self.keys)):
             if hmac.compare_digest(self.mac(kind, head, payload, index), tag):
