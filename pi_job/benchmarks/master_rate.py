@@ -95,9 +95,8 @@ def main() -> None:
         bare = jobs / bare_loop(cluster.server, size, jobs)
         rate = jobs / seconds
         load = ", ".join(f"{x:.1f}" for x in os.getloadavg())
-        print(
-            f"CPU: {cpu_name()}, {os.cpu_count()} cores, load {load}; {jobs} answers of {size} bytes"
-        )
+        print(f"CPU: {cpu_name()}, {os.cpu_count()} cores, load {load}")
+        print(f"{jobs} answers of {size} bytes")
         print(f"master: {rate:,.0f} answers/s (check, fold, journal in groups, delete)")
         print(f"bare queue: {bare:,.0f} messages/s (put, reserve, delete; same server, same run)")
         print(f"master / bare: {rate / bare:.2f}")
