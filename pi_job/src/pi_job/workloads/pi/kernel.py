@@ -20,22 +20,13 @@ of radius ``2**31``: probability ``pi/4``, as with a quarter circle. The generat
 shifts, rotations, xors and adds; the test's squares are 32x32->64-bit multiplies of the two
 halves of ``r`` (``y`` needs no masking), so the hot loop runs at SIMD speed on every x86-64.
 
-**The job stream** (:func:`count_inside`, kept until every caller uses the run stream). Dart
-``i`` of a job with 64-bit ``seed`` is derived from a counter::
-
-    z = splitmix64_finaliser((seed + (i + 1) * GAMMA) mod 2**64)
-    x = z >> 33                  # 31 bits
-    y = z & (2**31 - 1)          # 31 bits
-    inside  iff  x*x + y*y < 2**62
-
 All arithmetic is on unsigned 64-bit integers (``x*x + y*y < 2**63`` cannot overflow), so
 counts depend only on the arguments: not on the backend, the chunk size or the machine.
 
 Backends (fastest first): ``numba`` (when importable, JIT-compiled and vectorised),
 ``numpy`` (always available, chunked, bounded memory) and ``python`` (the slow reference).
-Backend modules count the darts *outside* the circle: since ``x*x + y*y < 2**63`` in both
-streams, a dart is outside iff ``(x*x + y*y) >> 62 == 1``, which turns the test into a plain
-integer sum.
+Backend modules count the darts *outside* the circle: since ``x*x + y*y < 2**63``, a dart is
+outside iff ``(x*x + y*y) >> 62 == 1``, which turns the test into a plain integer sum.
 """
 
 from __future__ import annotations
@@ -51,21 +42,17 @@ __all__ = [
     "LANES",
     "SEED_MAX",
     "available_backends",
-    "count_inside",
     "count_inside_range",
     "default_backend",
-    "job_seed",
     "warm_up",
 ]
 
 MASK64 = (1 << 64) - 1
 """All counter arithmetic is modulo 2**64."""
-MASK31 = (1 << 31) - 1
-"""Mask of the low 31 bits (``y`` of the job stream)."""
 MASK32 = (1 << 32) - 1
 """Mask of the low 32 bits (``y`` of the run stream, before its sign is applied)."""
 GAMMA = 0x9E3779B97F4A7C15
-"""Weyl increment of the dart counter (golden ratio, as in SplitMix64)."""
+"""Weyl increment of SplitMix64 (golden ratio): the counter that seeds the lanes."""
 MIX1 = 0xBF58476D1CE4E5B9
 """First multiplier of the SplitMix64 finaliser."""
 MIX2 = 0x94D049BB133111EB
@@ -87,8 +74,6 @@ SEED_MAX = (1 << 63) - 1
 BACKENDS = ("numba", "numpy", "python")
 """Every backend name, fastest first."""
 
-OutsideCounter = Callable[[int, int], int]
-"""``f(base, n)``: darts outside among ``n`` darts whose counters are ``base + k * GAMMA``."""
 RangeCounter = Callable[[int, int, int], int]
 """``f(key, start, darts)``: darts outside among the run stream's ``start .. start+darts-1``."""
 
@@ -103,45 +88,11 @@ def _as_int(name: str, value: object) -> int:
         raise TypeError(f"{name} must be an integer, not {type(value).__name__}") from None
 
 
-def job_seed(run_seed: int, job_index: int) -> int:
-    """Return the 64-bit seed of job ``job_index`` of the run seeded with ``run_seed``.
-
-    ``SeedSequence(run_seed, spawn_key=(job_index,))`` gives statistically independent,
-    reproducible streams for every job. Both arguments must be non-negative integers.
-    """
-    run_seed = _as_int("run_seed", run_seed)
-    job_index = _as_int("job_index", job_index)
-    if run_seed < 0:
-        raise ValueError(f"run_seed must be >= 0, got {run_seed}")
-    if job_index < 0:
-        raise ValueError(f"job_index must be >= 0, got {job_index}")
-    import numpy as np  # imported here: the master and status never need numpy
-
-    sequence = np.random.SeedSequence(run_seed, spawn_key=(job_index,))
-    return int(sequence.generate_state(1, np.uint64)[0])
-
-
 def splitmix64(z: int) -> int:
     """Return the SplitMix64 finaliser of the 64-bit integer ``z`` (reference, pure Python)."""
     z = ((z ^ (z >> 30)) * MIX1) & MASK64
     z = ((z ^ (z >> 27)) * MIX2) & MASK64
     return z ^ (z >> 31)
-
-
-def count_outside_python(base: int, n: int) -> int:
-    """Count darts outside among ``n`` darts from counter ``base``, one at a time (reference)."""
-    outside = 0
-    counter = base
-    for _ in range(n):
-        z = ((counter ^ (counter >> 30)) * MIX1) & MASK64
-        z = ((z ^ (z >> 27)) * MIX2) & MASK64
-        z ^= z >> 31
-        x = z >> 33
-        y = z & MASK31
-        if x * x + y * y >= LIMIT:
-            outside += 1
-        counter = (counter + GAMMA) & MASK64
-    return outside
 
 
 def stream_key(seed: int) -> int:
@@ -198,34 +149,17 @@ def count_outside_range_python(key: int, start: int, darts: int) -> int:
 
 
 @functools.cache
-def _numba_counter() -> OutsideCounter | None:
+def _numba_counter() -> RangeCounter | None:
     """Return the numba backend's counter, or ``None`` when numba cannot be imported."""
     try:
         from pi_job.workloads.pi import kernel_numba
     except ImportError:
         return None
-    return kernel_numba.count_outside
+    return kernel_numba.count_outside_range
 
 
 def _range_counter(backend: str) -> RangeCounter:
     """Return the run-stream counter of ``backend`` (``ValueError`` if unavailable)."""
-    if backend == "numba":
-        if _numba_counter() is None:
-            raise ValueError("backend 'numba' is not available (numba cannot be imported)")
-        from pi_job.workloads.pi import kernel_numba
-
-        return kernel_numba.count_outside_range
-    if backend == "numpy":
-        from pi_job.workloads.pi import kernel_numpy
-
-        return kernel_numpy.count_outside_range
-    if backend == "python":
-        return count_outside_range_python
-    raise ValueError(f"unknown backend {backend!r}; expected one of {', '.join(BACKENDS)}")
-
-
-def _counter(backend: str) -> OutsideCounter:
-    """Return the outside-counting function of ``backend`` (``ValueError`` if unavailable)."""
     if backend == "numba":
         counter = _numba_counter()
         if counter is None:
@@ -234,9 +168,9 @@ def _counter(backend: str) -> OutsideCounter:
     if backend == "numpy":
         from pi_job.workloads.pi import kernel_numpy
 
-        return kernel_numpy.count_outside
+        return kernel_numpy.count_outside_range
     if backend == "python":
-        return count_outside_python
+        return count_outside_range_python
     raise ValueError(f"unknown backend {backend!r}; expected one of {', '.join(BACKENDS)}")
 
 
@@ -250,13 +184,11 @@ def default_backend() -> str:
     return "numba" if _numba_counter() is not None else "numpy"
 
 
-def _checked_range(
-    seed: object, start: object, darts: object, seed_max: int, seed_text: str
-) -> tuple[int, int, int]:
+def _checked_range(seed: object, start: object, darts: object) -> tuple[int, int, int]:
     """The integer ``(seed, start, darts)`` of a count; ``ValueError``/``TypeError`` otherwise."""
     seed, start, darts = _as_int("seed", seed), _as_int("start", start), _as_int("darts", darts)
-    if not 0 <= seed <= seed_max:
-        raise ValueError(f"seed must be in 0 .. {seed_text}, got {seed}")
+    if not 0 <= seed <= SEED_MAX:
+        raise ValueError(f"seed must be in 0 .. 2**63-1, got {seed}")
     if start < 0:
         raise ValueError(f"start must be >= 0, got {start}")
     if darts < 0:
@@ -264,22 +196,6 @@ def _checked_range(
     if start + darts > DARTS_MAX:
         raise ValueError(f"start + darts must be <= 2**64, got {start + darts}")
     return seed, start, darts
-
-
-def count_inside(seed: int, darts: int, start: int = 0, backend: str | None = None) -> int:
-    """Return how many of the darts ``start .. start+darts-1`` of ``seed`` land inside.
-
-    The result is exact and depends only on ``(seed, start, darts)``. ``backend`` is one of
-    :func:`available_backends` (default: :func:`default_backend`). Raises ``ValueError`` unless
-    ``0 <= seed < 2**64``, ``darts >= 0``, ``start >= 0`` and ``start + darts <= 2**64``, and
-    ``TypeError`` for non-integer arguments.
-    """
-    seed, start, darts = _checked_range(seed, start, darts, MASK64, "2**64-1")
-    counter = _counter(default_backend() if backend is None else backend)
-    if darts == 0:
-        return 0
-    base = (seed + (start + 1) * GAMMA) & MASK64
-    return darts - counter(base, darts)
 
 
 def count_inside_range(seed: int, start: int, darts: int, backend: str | None = None) -> int:
@@ -293,7 +209,7 @@ def count_inside_range(seed: int, start: int, darts: int, backend: str | None = 
     ``0 <= seed <= SEED_MAX``, ``start >= 0``, ``darts >= 0`` and ``start + darts <= 2**64``
     (or for an unknown or unavailable backend), and ``TypeError`` for non-integer arguments.
     """
-    seed, start, darts = _checked_range(seed, start, darts, SEED_MAX, "2**63-1")
+    seed, start, darts = _checked_range(seed, start, darts)
     counter = _range_counter(default_backend() if backend is None else backend)
     if darts == 0:
         return 0
@@ -301,7 +217,7 @@ def count_inside_range(seed: int, start: int, darts: int, backend: str | None = 
 
 
 def warm_up() -> None:
-    """Compile (or load from numba's cache) the numba kernels so the first job runs at speed.
+    """Compile (or load from numba's cache) the numba kernel so the first job runs at speed.
 
     A no-op when numba is not available.
     """

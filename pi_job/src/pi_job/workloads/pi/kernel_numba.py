@@ -8,12 +8,8 @@ or keep the lane states in memory: explicit 512-bit vectors become ``zmm`` code 
 AVX-512 CPU and are split into ``ymm``/``xmm`` halves elsewhere, with the same result. The
 squares of the inside test are of the 31-bit high part and the signed 32-bit low part of
 each output, which LLVM turns into 32x32->64-bit multiplies (``vpmuludq``/``vpmuldq``).
-Partial steps at the ends of a range are done lane by lane.
-
-**Job stream** (:func:`count_outside`): the loop body is branch-free ``uint64`` arithmetic whose
-only loop-carried value is an integer sum, so LLVM vectorises it (``vpmullq`` multiplies). Every
-constant and the loop index are ``uint64``: mixing ``int64`` and ``uint64`` would make numba
-promote to ``float64``.
+Partial steps at the ends of a range are done lane by lane. Every constant and index is
+``uint64``: mixing ``int64`` and ``uint64`` would make numba promote to ``float64``.
 
 Importing this module raises ``ImportError`` when numba is not installed. Compiled code is
 cached on disk (``cache=True``; numba honours ``NUMBA_CACHE_DIR``); when no cache directory is
@@ -37,15 +33,13 @@ from pi_job.workloads.pi.kernel import (
     BLOCK,
     GAMMA,
     LANES,
-    MASK31,
     MASK32,
-    MASK64,
     MIX1,
     MIX2,
     STEPS,
 )
 
-__all__ = ["SLICE", "count_outside", "count_outside_range", "warm_up"]
+__all__ = ["SLICE", "count_outside_range", "warm_up"]
 
 SLICE = 1 << 30
 """Darts per compiled call (~0.3 s): keeps ``uint64`` loop bounds small and lets Python
@@ -55,7 +49,6 @@ _U64 = np.uint64
 _GAMMA = _U64(GAMMA)
 _MIX1 = _U64(MIX1)
 _MIX2 = _U64(MIX2)
-_MASK31 = _U64(MASK31)
 _S27 = _U64(27)
 _S30 = _U64(30)
 _S31 = _U64(31)
@@ -73,26 +66,12 @@ _VECTORS = LANES // _VECTOR
 """Vectors per state word."""
 
 
-def _outside(base: np.uint64, n: np.uint64) -> np.uint64:
-    """Count darts outside among ``n`` darts whose counters are ``base + k * GAMMA``."""
-    outside = _U64(0)
-    for k in range(n):
-        z = base + _U64(k) * _GAMMA
-        z = (z ^ (z >> _S30)) * _MIX1
-        z = (z ^ (z >> _S27)) * _MIX2
-        z = z ^ (z >> _S31)
-        x = z >> _S33
-        y = z & _MASK31
-        outside += (x * x + y * y) >> _S62
-    return outside
-
-
-def _compile(cache: bool, function: Callable[..., Any] = _outside) -> Any:
-    """Return the lazily compiled dispatcher of ``function`` (default :func:`_outside`)."""
+def _compile(cache: bool, function: Callable[..., Any]) -> Any:
+    """Return the lazily compiled dispatcher of ``function``."""
     return numba.njit(cache=cache, nogil=True)(function)
 
 
-def _cached_or_in_memory(function: Callable[..., Any] = _outside) -> Any:
+def _cached_or_in_memory(function: Callable[..., Any]) -> Any:
     """Prefer an on-disk cache; without a writable cache directory, compile in memory."""
     try:
         with warnings.catch_warnings():
@@ -100,19 +79,6 @@ def _cached_or_in_memory(function: Callable[..., Any] = _outside) -> Any:
             return _compile(True, function)
     except (RuntimeError, OSError):  # "cannot cache function ...: no locator available"
         return _compile(False, function)
-
-
-_kernel = _cached_or_in_memory()
-
-
-def _call(base: int, n: int) -> int:
-    """Run the compiled kernel once; retry in memory if writing the cache fails."""
-    global _kernel
-    try:
-        return int(_kernel(_U64(base), _U64(n)))
-    except OSError:
-        _kernel = _compile(cache=False)
-        return int(_kernel(_U64(base), _U64(n)))
 
 
 # --- run stream -------------------------------------------------------------------------------
@@ -302,19 +268,6 @@ def count_outside_range(key: int, start: int, darts: int) -> int:
     return outside
 
 
-def count_outside(base: int, n: int) -> int:
-    """Count darts outside among the ``n`` darts whose counters are ``base + k * GAMMA``."""
-    outside = 0
-    done = 0
-    while done < n:
-        m = min(SLICE, n - done)
-        outside += _call(base, m)
-        base = (base + m * GAMMA) & MASK64
-        done += m
-    return outside
-
-
 def warm_up() -> None:
-    """Compile (or load from the cache) both kernels by counting a few darts."""
-    _call(1, 1)
+    """Compile (or load from the cache) the kernel by counting a few darts across a block edge."""
     _call_range(1, BLOCK - 3, 6)

@@ -1,26 +1,20 @@
-"""The numpy backend of the dart kernel: chunked, in place, bounded memory.
+"""The numpy backend of the dart kernel: batched, in place, bounded memory.
 
-Job stream (:func:`count_outside`): darts are processed in chunks of :data:`CHUNK` in two
-preallocated ``uint64`` buffers. Run stream (:func:`count_outside_range`): up to
-:data:`BATCH` blocks are stepped together, their ``LANES`` lanes side by side in a few
-preallocated ``uint64`` arrays of ``BATCH * LANES`` words, one array operation per generator
-operation and step. Either way the memory used does not depend on the number of darts, and
-numpy's ``uint64`` arithmetic wraps modulo 2**64, exactly like the reference.
+:func:`count_outside_range` steps up to :data:`BATCH` blocks of the run stream together, their
+``LANES`` lanes side by side in a few preallocated ``uint64`` arrays of ``BATCH * LANES`` words,
+one array operation per generator operation and step. The memory used does not depend on the
+number of darts, and numpy's ``uint64`` arithmetic wraps modulo 2**64, exactly like the
+reference.
 """
 
 from __future__ import annotations
 
-import functools
-
 import numpy as np
 import numpy.typing as npt
 
-from pi_job.workloads.pi.kernel import BLOCK, GAMMA, LANES, MASK31, MASK64, MIX1, MIX2
+from pi_job.workloads.pi.kernel import BLOCK, GAMMA, LANES, MASK64, MIX1, MIX2
 
-__all__ = ["BATCH", "CHUNK", "count_outside", "count_outside_range"]
-
-CHUNK = 1 << 16
-"""Darts per chunk: two 512 KiB buffers (speed is flat from 2^15 to 2^19, drops below 2^14)."""
+__all__ = ["BATCH", "count_outside_range"]
 
 BATCH = 1 << 9
 """Blocks stepped together by :func:`count_outside_range`: seven arrays of 2^14 words (128 KiB
@@ -30,52 +24,6 @@ _U64 = np.uint64
 _GAMMA = _U64(GAMMA)
 _MIX1 = _U64(MIX1)
 _MIX2 = _U64(MIX2)
-_MASK31 = _U64(MASK31)
-
-
-@functools.cache
-def _offsets(size: int) -> npt.NDArray[np.uint64]:
-    """Return the read-only array ``k * GAMMA mod 2**64`` for ``k`` in ``0 .. size-1``."""
-    offsets = np.arange(size, dtype=_U64)
-    np.multiply(offsets, _GAMMA, out=offsets)
-    offsets.flags.writeable = False
-    return offsets
-
-
-def count_outside(base: int, n: int) -> int:
-    """Count darts outside among the ``n`` darts whose counters are ``base + k * GAMMA``."""
-    size = min(CHUNK, n)
-    if size <= 0:
-        return 0
-    offsets = _offsets(CHUNK)
-    z_buf = np.empty(size, dtype=_U64)
-    t_buf = np.empty(size, dtype=_U64)
-    outside = 0
-    done = 0
-    while done < n:
-        m = min(size, n - done)
-        z, t = z_buf[:m], t_buf[:m]
-        np.add(offsets[:m], _U64(base), out=z)
-        # SplitMix64 finaliser, in place.
-        np.right_shift(z, 30, out=t)
-        np.bitwise_xor(z, t, out=z)
-        np.multiply(z, _MIX1, out=z)
-        np.right_shift(z, 27, out=t)
-        np.bitwise_xor(z, t, out=z)
-        np.multiply(z, _MIX2, out=z)
-        np.right_shift(z, 31, out=t)
-        np.bitwise_xor(z, t, out=z)
-        # x*x + y*y < 2**63; the dart is outside iff bit 62 of the sum is set.
-        np.right_shift(z, 33, out=t)
-        np.multiply(t, t, out=t)
-        np.bitwise_and(z, _MASK31, out=z)
-        np.multiply(z, z, out=z)
-        np.add(z, t, out=z)
-        np.right_shift(z, 62, out=z)
-        outside += int(np.count_nonzero(z))
-        base = (base + m * GAMMA) & MASK64
-        done += m
-    return outside
 
 
 def _seed_lanes(key: int, first_block: int, blocks: int, out: list[npt.NDArray[np.uint64]]) -> None:
