@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 import signal
+import socket
 from pathlib import Path
 
 import greenstalk
@@ -12,6 +13,7 @@ import numpy as np
 import pytest
 from conftest import MAX_BODY, Beanstalkd, Cluster, wait_for
 
+from pi_job.core.connection import Client, connect, parse_server
 from pi_job.limits import beanstalkd_sizes
 
 
@@ -174,3 +176,63 @@ def test_example_workload_end_to_end(cluster: Cluster) -> None:
     cluster.worker()
     summary = run_ok(cluster, "--workload", "primes", "--below", "1e6")
     assert summary["primes"] == 78_498 and summary["workload"] == "primes"
+
+
+def test_bulk_client_round_trips_bodies(beanstalkd: Beanstalkd) -> None:
+    """connection.Client puts with sendmsg and reads without copies: same bytes as greenstalk."""
+    rng = np.random.default_rng(3)
+    server = parse_server(beanstalkd.address)
+    sizes = [0, 1, 2, 8191, 8192, 8193, 4 * 2**20 + 3, MAX_BODY]
+    with connect(server, use="bulk", watch="bulk") as fast, beanstalkd.client() as plain:
+        for size in sizes:
+            body = b"\r\n" + rng.bytes(size)[2:] if size >= 2 else rng.bytes(size)
+            job_id = fast.put(body)
+            assert plain.peek(job_id).body == body
+            job = fast.reserve(timeout=5)
+            assert (job.id, job.body) == (job_id, body)
+            fast.delete(job)
+            cut = size // 3
+            parts = (body[:cut], memoryview(body)[cut:])
+            job_id = fast.put_parts(parts, priority=7, ttr=9)
+            assert fast.peek(job_id).body == body and plain.peek(job_id).body == body
+            assert (fast.stats_job(job_id)["pri"], fast.stats_job(job_id)["ttr"]) == (7, 9)
+            fast.delete(job_id)
+        with pytest.raises(greenstalk.JobTooBigError):
+            fast.put(rng.bytes(MAX_BODY + 3))
+        assert fast.put(b"still in sync") > 0
+    ours, theirs = socket.socketpair()
+    with ours, theirs:
+        client = Client(ours, encoding=None)
+        theirs.sendall(b"RESERVED 1 10\r\nabc")
+        theirs.shutdown(socket.SHUT_WR)
+        with pytest.raises(ConnectionError):
+            client.reserve()
+
+
+def test_worker_prefetches_the_next_panel_and_releases_it_on_stop(
+    cluster: Cluster, beanstalkd: Beanstalkd
+) -> None:
+    """While it computes one panel, a worker holds the next (two reserved jobs, one worker);
+    SIGTERM gives both back (or answers the one it computes), and the run's C stays exact."""
+    worker = cluster.worker()
+    master = cluster.master("--workload", "matmul", "--size", "768", "--dtype", "int64",
+                            "--panel-rows", "8", "--seed", "9", "--run-id", "ahead")  # fmt: skip
+    wait_for(lambda: results_in_journal(cluster, "ahead") >= 2, timeout=120)
+
+    def holds_two() -> bool:
+        worker.send_signal(signal.SIGSTOP)
+        try:
+            return int(beanstalkd.tube("pi.jobs").get("current-jobs-reserved", 0)) == 2
+        finally:
+            worker.send_signal(signal.SIGCONT)
+
+    wait_for(holds_two, timeout=60, interval=0.01)
+    worker.send_signal(signal.SIGTERM)
+    assert worker.wait(30) == 0
+    assert "released job" in cluster.log_of(worker)
+    assert beanstalkd.tube("pi.jobs").get("current-jobs-reserved", 0) == 0
+    cluster.worker()
+    code, out = cluster.finish(master, timeout=300)
+    assert code == 0, cluster.log_of(master)
+    a, b, c = product_of(cluster, "ahead")
+    assert np.array_equal(c, a @ b) and json.loads(out)["redeliveries"] >= 1

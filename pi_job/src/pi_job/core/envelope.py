@@ -108,9 +108,8 @@ class Job:
             header["inputs"] = {name: ref.to_json() for name, ref in sorted(self.inputs.items())}
         if self.nonce:
             header["nonce"] = self.nonce
-        if keyring is not None:
-            return keyring.seal("job", header, self.payload) + b"\n" + self.payload
-        return _dump(header) + b"\n" + self.payload
+        line = keyring.seal("job", header, self.payload) if keyring is not None else _dump(header)
+        return b"".join((line, b"\n", self.payload))  # one copy of a bulk payload, not two
 
 
 @dataclass(frozen=True, slots=True)
@@ -130,12 +129,20 @@ class Answer:
 
     def encode(self, keyring: Keyring | None = None, key_index: int = 0) -> bytes:
         """Return the answer's body (signed with key ``key_index`` of ``keyring``, if given)."""
+        return b"".join(self.encode_parts(keyring, key_index))
+
+    def encode_parts(
+        self, keyring: Keyring | None = None, key_index: int = 0
+    ) -> tuple[bytes, bytes]:
+        """The body as (header line with its newline, payload), for a put without a join."""
         header = {"v": PROTOCOL_VERSION, **self.to_record()}
         if not self.nonce:
             del header["nonce"]
         if keyring is not None:
-            return keyring.seal("answer", header, self.payload, key_index) + b"\n" + self.payload
-        return _dump(header) + b"\n" + self.payload
+            line = keyring.seal("answer", header, self.payload, key_index)
+        else:
+            line = _dump(header)
+        return line + b"\n", self.payload
 
     def to_record(self) -> dict[str, Any]:
         """The header fields as a plain dict (journal record; the payload is not kept).

@@ -1,9 +1,18 @@
 """``pi-job worker``: reserve jobs from ``pi.jobs``, throw the darts, put the results.
 
 Life of a job: reserve (with a timeout) -> validate strictly (else bury, with a reason record on
-``pi.buried``) -> count darts in short chunks, touching the job whenever a third of its TTR has
-passed -> put the result on ``pi.results.<run>`` -> delete the job. The result goes out *before*
-the delete, so a job that disappears has always left its result behind (the master relies on it).
+``pi.buried``) -> fetch the run's shared inputs (once per run) -> compute, touching the job
+whenever a third of its TTR has passed -> put the answer on ``pi.results.<run>`` -> delete the
+job. The answer goes out *before* the delete, so a job that disappears has always left its answer
+behind (the master relies on it).
+
+Overlap: for workloads that ask for it (:attr:`~pi_job.workloads.base.Workload.prefetch`, jobs
+with bulk data), a second thread works on the same connection while the main thread computes:
+it signs and sends the previous answer, deletes that job, then reserves the next job without
+waiting (``reserve-with-timeout 0``), reads its body, checks its MAC and fetches its inputs.
+numpy and hashlib release the GIL, so transfer and compute overlap; a lock keeps the two
+threads' commands apart. The prefetched job is touched before its compute when a third of its
+TTR has passed, released on a stop, and given back by the server if the connection breaks.
 
 The worker survives the server going away (reconnects with capped exponential backoff, logging
 state changes only), releases its job and exits 0 on SIGTERM/SIGINT, and speaks systemd's notify
@@ -19,7 +28,9 @@ import logging
 import os
 import signal
 import socket
+import threading
 import time
+from concurrent.futures import Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from types import FrameType
 from typing import Final
@@ -31,6 +42,7 @@ from pi_job.core import argtypes
 from pi_job.core.connection import (
     CONNECTION_ERRORS,
     Backoff,
+    Client,
     Connector,
     ServerAddress,
     close_quietly,
@@ -51,6 +63,7 @@ from pi_job.core.envelope import (
 from pi_job.core.sdnotify import Notifier
 from pi_job.core.signing import INSECURE, Keyring, add_key_options, keyring_from_args
 from pi_job.errors import UsageError
+from pi_job.workloads.base import Workload
 
 INPUT_CACHE: Final = 2
 """Shared inputs kept per worker (one run's operands, and the next run's)."""
@@ -77,44 +90,67 @@ class InputMissingError(InvalidBodyError):
 class _Context:
     """The :class:`~pi_job.workloads.base.JobContext` a worker gives a workload for one job."""
 
-    def __init__(
-        self,
-        worker: Worker,
-        client: greenstalk.Client[bytes],
-        job: greenstalk.Job[bytes],
-        spec: Job,
-        stats: greenstalk.StatsJob,
-        label: str,
-    ) -> None:
+    def __init__(self, worker: Worker, client: Client, held: _Held) -> None:
         self.backend = worker.config.backend
         self.chunk = worker.config.chunk
         self._worker = worker
         self._client = client
-        self._job = job
-        self._spec = spec
-        self._stats = stats
-        self._label = label
-        self._touch_every = max(0.2, stats["ttr"] / 3.0)
-        self._last_touch = self._last_status = time.monotonic()
+        self._job = held.job
+        self._spec = held.spec
+        self._stats = held.stats
+        self._label = held.label
+        self._touch_every = max(0.2, held.stats["ttr"] / 3.0)
+        self._last_touch = held.reserved_at
+        self._last_status = time.monotonic()
 
     def input(self, name: str) -> bytes:
         ref = self._spec.inputs.get(name)
         if ref is None:
             raise InvalidBodyError(f"job has no input {name!r}")
-        return self._worker.fetch_input(self._client, ref)
+        with self._worker.lock:
+            return self._worker.fetch_input(self._client, ref)
 
     def tick(self, fraction: float) -> None:
         if self._worker.stopping:
-            self._client.release(self._job, priority=self._stats["pri"])
+            with self._worker.lock:
+                self._client.release(self._job, priority=self._stats["pri"])
             log.info("released job %d (%s) at %d%%", self._job.id, self._label, 100 * fraction)
             raise JobReleasedError
         now = time.monotonic()
         if now - self._last_touch >= self._touch_every:
-            self._client.touch(self._job)
+            with self._worker.lock:
+                self._client.touch(self._job)
             self._last_touch = now
         if now - self._last_status >= STATUS_INTERVAL:
             self._worker.notifier.status(f"{self._label}: {int(100 * fraction)}%")
             self._last_status = now
+
+
+@dataclass(frozen=True, slots=True)
+class _Held:
+    """A reserved job whose body checked out, with what its compute needs."""
+
+    job: greenstalk.Job[bytes]
+    spec: Job
+    key_index: int
+    workload: Workload
+    stats: greenstalk.StatsJob
+    reserved_at: float
+    """``time.monotonic()`` of the reserve (the TTR runs from there)."""
+
+    @property
+    def label(self) -> str:
+        return f"run {self.spec.run} job {self.spec.job}"
+
+
+@dataclass(frozen=True, slots=True)
+class _Outgoing:
+    """A computed answer and the job it answers, to be sent, then deleted."""
+
+    answer: Answer
+    key_index: int
+    job: greenstalk.Job[bytes]
+    label: str
 
 
 @dataclass(frozen=True, slots=True)
@@ -145,6 +181,8 @@ class Worker:
         self._stop = False
         self._holding = False
         self._inputs: dict[str, bytes] = {}
+        self.lock = threading.Lock()
+        """Held by whichever thread talks to the server (see the module doc)."""
         self.jobs_done = 0
 
     @property
@@ -177,7 +215,7 @@ class Worker:
             self.config.server,
         )
         log.info("worker %s: %s", self.config.worker_id, self.config.keyring.describe())
-        client: greenstalk.Client[bytes] | None = None
+        client: Client | None = None
         try:
             for name in workloads.names():
                 workloads.get(name).warm_up(self.config.backend)
@@ -203,7 +241,7 @@ class Worker:
         log.info("worker %s stopped after %d jobs", self.config.worker_id, self.jobs_done)
         return 0
 
-    def _connect(self) -> greenstalk.Client[bytes]:
+    def _connect(self) -> Client:
         return connect(
             self.config.server,
             watch=JOBS_TUBE,
@@ -211,78 +249,169 @@ class Worker:
             io_timeout=self.config.reserve_timeout + 30.0,
         )
 
-    def _serve(self, client: greenstalk.Client[bytes]) -> None:
+    def _serve(self, client: Client) -> None:
+        try:
+            with ThreadPoolExecutor(1, thread_name_prefix="pi-worker-io") as io:
+                held: _Held | None = None
+                while not self._stop:
+                    if held is None:
+                        self._holding = False
+                        self.notifier.status("idle")
+                        try:
+                            job = client.reserve(timeout=self.config.reserve_timeout)
+                            self._holding = True
+                        except greenstalk.TimedOutError:
+                            continue
+                        except greenstalk.DeadlineSoonError:  # pragma: no cover - none held
+                            continue
+                        held = self._take(client, job)
+                        continue
+                    outgoing, held = self._compute(client, io, held)
+                    if outgoing is not None:
+                        if held is None:
+                            self._send(client, outgoing)  # nothing to overlap with
+                        else:
+                            held = self._overlap(client, io, held, outgoing)
+                if held is not None:  # stopping with a job not started (e.g. prefetched)
+                    with self.lock:
+                        client.release(held.job, priority=held.stats["pri"])
+                    log.info("released job %d (%s) before its start", held.job.id, held.label)
+        finally:
+            self._holding = False
+
+    def _overlap(
+        self, client: Client, io: ThreadPoolExecutor, held: _Held, outgoing: _Outgoing
+    ) -> _Held | None:
+        """Compute ``held`` while ``outgoing`` is sent, and so on while jobs come; return the
+        job held at the end (a stop), or None."""
         while not self._stop:
-            self.notifier.status("idle")
+            following, after = self._compute(client, io, held, outgoing)
+            if following is None:  # buried, released or lost: ``outgoing`` went out
+                return after
+            if after is None:
+                self._send(client, following)
+                return None
+            held, outgoing = after, following
+        self._send(client, outgoing)
+        return held
+
+    def _compute(
+        self,
+        client: Client,
+        io: ThreadPoolExecutor,
+        held: _Held,
+        outgoing: _Outgoing | None = None,
+    ) -> tuple[_Outgoing | None, _Held | None]:
+        """Compute ``held`` while the I/O thread sends ``outgoing`` and, for workloads that
+        prefetch, takes the next job. Returns the answer to send (None if the job was buried,
+        released or lost) and the next job held (None if none was ready)."""
+        background: Future[_Held | None] | None = None
+        if outgoing is not None or held.workload.prefetch:
+            background = io.submit(self._background, client, outgoing, held.workload.prefetch)
+        try:
+            answer = self._run_job(client, held)
+        except BaseException:
+            if background is not None:
+                wait([background])  # its error, if any, is this one's consequence
+            raise
+        return answer, (background.result() if background is not None else None)
+
+    def _background(
+        self, client: Client, outgoing: _Outgoing | None, prefetch: bool
+    ) -> _Held | None:
+        """The I/O thread: send the previous answer, then take the next job if one is ready."""
+        if outgoing is not None:
+            self._send(client, outgoing)
+        if not prefetch or self._stop:
+            return None
+        while not self._stop:
             try:
-                job = client.reserve(timeout=self.config.reserve_timeout)
-                self._holding = True
-            except greenstalk.TimedOutError:
-                continue
-            except greenstalk.DeadlineSoonError:  # pragma: no cover - we hold no other job
-                continue
-            try:
-                self._handle(client, job)
-            finally:
-                self._holding = False
-            if self._stop:
-                return
+                with self.lock:
+                    job = client.reserve(timeout=0)
+            except (greenstalk.TimedOutError, greenstalk.DeadlineSoonError):
+                return None
+            held = self._take(client, job)
+            if held is not None:
+                return held
+        return None
 
     # -- one job ---------------------------------------------------------------------------
-    def _handle(self, client: greenstalk.Client[bytes], job: greenstalk.Job[bytes]) -> None:
+    def _take(self, client: Client, job: greenstalk.Job[bytes]) -> _Held | None:
+        """Check a reserved job (bury a bad one: None) and fetch its inputs."""
+        reserved_at = time.monotonic()
         try:
             spec, key_index = decode_signed_job(job.body, self.config.keyring)
             workload = workloads.get(spec.workload)
         except (InvalidBodyError, UsageError) as exc:
             self._bury(client, job, str(exc))
-            return
+            return None
         try:
-            stats = client.stats_job(job)
+            with self.lock:
+                stats = client.stats_job(job)
+                for ref in spec.inputs.values():
+                    self.fetch_input(client, ref)
         except greenstalk.NotFoundError:
             log.warning("job %d vanished right after reserve", job.id)
-            return
-        label = f"run {spec.run} job {spec.job}"
-        context = _Context(self, client, job, spec, stats, label)
+            return None
+        except InvalidBodyError:
+            pass  # the workload's compute asks for the input again and the job is buried then
+        return _Held(job, spec, key_index, workload, stats, reserved_at)
+
+    def _run_job(self, client: Client, held: _Held) -> _Outgoing | None:
+        """Compute one job (main thread); the answer to send, or None."""
+        job, label = held.job, held.label
+        context = _Context(self, client, held)
         try:
+            context.tick(0.0)  # a job that waited for its turn is touched now if due
             started = time.monotonic()
             self.notifier.status(f"{label}: 0%")
-            value, payload = workload.compute(spec.spec, spec.payload, context)
+            value, payload = held.workload.compute(held.spec.spec, held.spec.payload, context)
             seconds = time.monotonic() - started
         except JobReleasedError:
-            return
+            return None
         except CONNECTION_ERRORS:
             raise
         except greenstalk.NotFoundError:
             log.warning("job %d (%s) is no longer ours (TTR expired or deleted)", job.id, label)
-            return
+            return None
         except InvalidBodyError as exc:
             self._bury(client, job, str(exc))
-            return
+            return None
         except Exception as exc:  # a bug must not crash-loop the service: park the job
             log.exception("internal error on job %d", job.id)
             self._bury(client, job, f"internal error: {type(exc).__name__}: {exc}")
-            return
+            return None
         answer = Answer(
-            run=spec.run,
-            job=spec.job,
+            run=held.spec.run,
+            job=held.spec.job,
             host=self.config.host,
             worker=self.config.worker_id,
             seconds=round(seconds, 6),
-            reserves=stats["reserves"],
+            reserves=held.stats["reserves"],
             value=value,
             payload=payload,
-            nonce=spec.nonce,
+            nonce=held.spec.nonce,
         )
-        client.use(results_tube(spec.run))
-        client.put(answer.encode(self.config.keyring, key_index), ttr=RESULT_TTR)
-        try:
-            client.delete(job)
-        except greenstalk.NotFoundError:
-            log.warning("job %d (%s) expired before its delete; answer sent anyway", job.id, label)
-        self.jobs_done += 1
-        log.debug("%s: done in %.3f s", label, seconds)
+        return _Outgoing(answer, held.key_index, job, label)
 
-    def fetch_input(self, client: greenstalk.Client[bytes], ref: InputRef) -> bytes:
+    def _send(self, client: Client, outgoing: _Outgoing) -> None:
+        """Put the answer, then delete its job."""
+        head, payload = outgoing.answer.encode_parts(self.config.keyring, outgoing.key_index)
+        with self.lock:
+            client.use(results_tube(outgoing.answer.run))
+            client.put_parts((head, payload), ttr=RESULT_TTR)
+            try:
+                client.delete(outgoing.job)
+            except greenstalk.NotFoundError:
+                log.warning(
+                    "job %d (%s) expired before its delete; answer sent anyway",
+                    outgoing.job.id,
+                    outgoing.label,
+                )
+        self.jobs_done += 1
+        log.debug("%s: done in %.3f s", outgoing.label, outgoing.answer.seconds)
+
+    def fetch_input(self, client: Client, ref: InputRef) -> bytes:
         """A run's shared input, read by ``peek`` of its chunks once, then from the cache."""
         cached = self._inputs.get(ref.sha256)
         if cached is not None:
@@ -301,9 +430,7 @@ class Worker:
         self._inputs[ref.sha256] = data
         return data
 
-    def _bury(
-        self, client: greenstalk.Client[bytes], job: greenstalk.Job[bytes], reason: str
-    ) -> None:
+    def _bury(self, client: Client, job: greenstalk.Job[bytes], reason: str) -> None:
         preview = body_preview(job.body)
         log.warning("burying job %d: %s; body %s", job.id, reason, preview)
         record = {
@@ -316,9 +443,10 @@ class Worker:
             "worker": self.config.worker_id,
             "time": round(time.time(), 3),
         }
-        client.use(BURIED_TUBE)
-        client.put(json.dumps(record).encode("utf-8"), ttr=RESULT_TTR)
-        client.bury(job)
+        with self.lock:
+            client.use(BURIED_TUBE)
+            client.put(json.dumps(record).encode("utf-8"), ttr=RESULT_TTR)
+            client.bury(job)
 
 
 def default_worker_id(host: str | None = None) -> str:

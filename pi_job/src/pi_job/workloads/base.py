@@ -87,6 +87,10 @@ class Workload(ABC):
     """Name used by ``pi-job run --workload NAME`` and in job bodies."""
     description: ClassVar[str]
     """One line for ``pi-job workloads``."""
+    prefetch: ClassVar[bool] = False
+    """True for jobs that carry bulk data: a worker then reserves and reads its next job (and
+    sends its last answer) while it computes this one, so transfer and compute overlap. Off
+    for compute-only jobs, where a job held ahead would only wait (and unbalance the end)."""
 
     def add_arguments(self, parser: argparse.ArgumentParser) -> None:  # noqa: B027
         """Add this workload's options to ``pi-job run`` (every option must default to None)."""

@@ -3,14 +3,19 @@
 Data moves only through beanstalkd, as binary payloads: a job carries its panel of A, an answer
 its panel of C. B, which every job needs, is a shared input of the run: put on the server once
 and read by each worker once per run (``peek`` by id, cached). The master writes C into an
-``.npy`` file as panels arrive (memory-mapped, flushed before the answer is journaled), so it
-never holds C and the answers in memory, and a resumed run keeps the panels it has.
+``.npy`` file as panels arrive (written at the panel's offset and synced before the answer is
+journaled), so it never holds C and the answers in memory, and a resumed run keeps the panels
+it has. The panel's integrity is the envelope's: its MAC covers the payload's sha256, so the
+answer carries no second digest of it (hashing 4 MiB costs as much as a tenth of its compute
+at n=1024), and the run's verification checks C as a whole.
 """
 
 from __future__ import annotations
 
 import argparse
 import hashlib
+import os
+import time
 from pathlib import Path
 from typing import Any, Final
 
@@ -32,7 +37,7 @@ JOBS_PER_WORKER: Final = 4
 HEADER_ROOM: Final = 4096
 """Bytes of a body kept for its JSON header."""
 _SPEC_KEYS: Final = frozenset({"dtype", "rows", "k", "n"})
-_VALUE_KEYS: Final = frozenset({"rows", "sha256"})
+_VALUE_KEYS: Final = frozenset({"rows"})
 
 
 def panels(m: int, rows: int) -> int:
@@ -50,6 +55,7 @@ class MatMul(Workload):
 
     name = "matmul"
     description = "matrix multiplication C = A @ B (float64/int64), row panels, B sent once"
+    prefetch = True
 
     def add_arguments(self, parser: argparse.ArgumentParser) -> None:
         """``--size N`` or ``--shape M K N`` (generated), or ``--a A.npy --b B.npy``."""
@@ -188,14 +194,12 @@ class MatMul(Workload):
             raise InvalidBodyError(f"input B of {len(b_bytes)} bytes is not {k} x {n} {dtype}")
         a = np.frombuffer(payload, dtype=dtype).reshape(stop - start, k)
         b = np.frombuffer(b_bytes, dtype=dtype).reshape(k, n)
-        c = a @ b
-        data = c.tobytes()
-        return {"rows": [start, stop], "sha256": hashlib.sha256(data).hexdigest()}, data
+        return {"rows": [start, stop]}, (a @ b).tobytes()
 
     def check_answer(
         self, params: dict[str, Any], index: int, value: dict[str, Any], payload: bytes
     ) -> None:
-        """The planned rows, the right number of bytes, and a matching sha256."""
+        """The planned rows and the right number of bytes."""
         check_exact_keys(value, _VALUE_KEYS, "answer")
         start, stop = panel(params["m"], params["rows"], index)
         if _rows(value["rows"]) != (start, stop):
@@ -205,8 +209,6 @@ class MatMul(Workload):
         expected = (stop - start) * params["n"] * np.dtype(params["dtype"]).itemsize
         if len(payload) != expected:
             raise InvalidBodyError(f"answer of {len(payload)} bytes, expected {expected}")
-        if hashlib.sha256(payload).hexdigest() != value["sha256"]:
-            raise InvalidBodyError("answer payload does not match its sha256")
 
     def fold(self, params: dict[str, Any], seed: int, jobs: int, run_dir: Path) -> Fold:
         """Write panels into ``run_dir/C.npy``."""
@@ -260,7 +262,8 @@ class MatVec(MatMul):
 
 
 class MatMulFold(Fold):
-    """Panels land in a memory-mapped C.npy, flushed before each answer is journaled."""
+    """Panels land in C.npy (``pwrite`` at their offset, then ``fdatasync``) before each answer
+    is journaled; C is read back through a memory map of the same file (one page cache)."""
 
     def __init__(self, workload: MatMul, params: dict[str, Any], jobs: int, run_dir: Path) -> None:
         """Open (or create) C.npy."""
@@ -275,13 +278,22 @@ class MatMulFold(Fold):
         self.c: np.memmap[Any, Any] = np.lib.format.open_memmap(
             self.path, mode=mode, dtype=self.dtype, shape=shape
         )
-        self.answered_bytes = 0
+        self.c.flush()  # the header, before panels are written around the map
+        self.fd = os.open(self.path, os.O_WRONLY | os.O_CLOEXEC)
+        self.row_bytes = params["n"] * self.dtype.itemsize
+        self.write_seconds = 0.0
+        """Time spent writing and syncing panels (the master's share of a run)."""
 
     def add(self, job: int, value: dict[str, Any], payload: bytes) -> None:
-        """Write the panel and flush it to disk."""
-        start, stop = _rows(value["rows"])
-        self.c[start:stop] = np.frombuffer(payload, dtype=self.dtype).reshape(stop - start, -1)
-        self.c.flush()
+        """Write the panel at its offset (one copy, into the page cache) and sync it."""
+        started = time.perf_counter()
+        start, _ = _rows(value["rows"])
+        view, at = memoryview(payload), self.c.offset + start * self.row_bytes
+        while view:
+            written = os.pwrite(self.fd, view, at)
+            view, at = view[written:], at + written
+        os.fdatasync(self.fd)
+        self.write_seconds += time.perf_counter() - started
 
     def restore(self, job: int, value: dict[str, Any]) -> None:
         """The panel is already in C.npy."""
@@ -302,6 +314,7 @@ class MatMulFold(Fold):
             "bytes_moved": m * k * item + m * n * item + k * n * item,
             "gflops": flops / seconds / 1e9 if seconds > 0 else None,
             "sha256": digest,
+            "write_seconds": round(self.write_seconds, 3),
             "output": str(self.path),
         }
 
@@ -313,9 +326,10 @@ class MatMulFold(Fold):
         return verify_product(a, b, self.c, seed=self.jobs)
 
     def close(self) -> None:
-        """Flush and drop the memory map."""
+        """Flush and drop the memory map, close the file."""
         self.c.flush()
         del self.c
+        os.close(self.fd)
 
 
 def _rows(value: object) -> tuple[int, int]:
