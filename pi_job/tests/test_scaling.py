@@ -233,3 +233,116 @@ def test_cli_bad_scaling_input_exits_2(tmp_path: Path, capsys: pytest.CaptureFix
     err = capsys.readouterr().err.splitlines()
     assert len(err) == 1
     assert "missing required keys: seconds, per_job" in err[0]
+
+
+# ------------------------------------------------------------------------- any workload (matmul)
+
+MATMUL_TIMES = {1: 8.0, 2: 4.4, 4: 2.6}
+
+
+def make_matmul_result(k: int, seconds: float, sha: str = "ab" * 32) -> dict[str, Any]:
+    """A matmul summary of a 1024 x 1024 product in 16 panels, run on ``k`` workers."""
+    per_job = [
+        {
+            "job": job,
+            "rows": [job * 64, job * 64 + 64],
+            "work": 64,
+            "host": f"node{1 + job % 2}",
+            "worker": f"node{1 + job % 2}:pi-worker@{1 + job % k}",
+            "seconds": 0.5 * seconds * k / 16,
+        }
+        for job in range(16)
+    ]
+    flops = 2.0 * 1024**3
+    return {
+        "run_id": f"scale-mm-k{k}",
+        "workload": "matmul",
+        "seed": 7,
+        "jobs": 16,
+        "seconds": seconds,
+        "workers": k,
+        "per_host": {"node1": 512, "node2": 512},
+        "per_job": per_job,
+        "params": {"dtype": "float64", "m": 1024, "k": 1024, "n": 1024, "rows": 64},
+        "shape": [1024, 1024],
+        "k": 1024,
+        "gflops": flops / seconds / 1e9,
+        "sha256": sha,
+        "unit": "rows",
+        "rows_per_second": 1024 / seconds,
+        "result_keys": ["dtype", "gflops", "k", "sha256", "shape"],
+    }
+
+
+def test_any_workload_study_compares_answers_and_reports_gflops() -> None:
+    study = scaling.build_study(pairs(*(make_matmul_result(k, t) for k, t in MATMUL_TIMES.items())))
+    assert study.workload == "matmul" and study.unit == "rows"
+    assert study.answer == {"sha256": "ab" * 32}
+    assert study.experiment == "matmul 1024 x 1024 @ 1024 x 1024 float64"
+    assert study.darts is None and study.inside is None
+    assert [row.speedup for row in study.rows] == pytest.approx([1.0, 8.0 / 4.4, 8.0 / 2.6])
+    assert [row.busy for row in study.rows] == pytest.approx([0.5, 0.5, 0.5])
+    assert study.rows[2].gflops == pytest.approx(2.0 * 1024**3 / 2.6 / 1e9)
+    table = scaling.markdown_table(study).splitlines()
+    assert table[0] == "| workers | seconds | GFLOP/s | speed-up | efficiency | busy |"
+    assert table[2] == "| 1 | 8.000 | 0.268 | 1.00 | 100 % | 50 % |"
+    page = scaling.markdown_document(study, "mm")
+    assert "matmul 1024 x 1024 @ 1024 x 1024 float64, same seed" in page
+    again = scaling.study_from_json(json.loads(scaling.study_to_json(study, "mm")))
+    assert again == study
+
+
+def test_any_workload_different_products_are_a_correctness_failure() -> None:
+    results = pairs(make_matmul_result(1, 8.0), make_matmul_result(2, 4.4, sha="cd" * 32))
+    with pytest.raises(scaling.CountMismatchError, match="sha256 differ between runs"):
+        scaling.build_study(results)
+
+
+def test_any_workload_different_parameters_are_not_one_study() -> None:
+    other = make_matmul_result(2, 4.4)
+    other["params"] = {**other["params"], "rows": 32}
+    with pytest.raises(scaling.ScalingError, match="parameters differ"):
+        scaling.build_study(pairs(make_matmul_result(1, 8.0), other))
+    with pytest.raises(scaling.ScalingError, match="workloads differ"):
+        scaling.build_study(pairs(make_matmul_result(1, 8.0), make_result(2, 20.5)))
+
+
+def test_integer_result_keys_are_the_answer_of_other_workloads() -> None:
+    result = {
+        "workload": "primes",
+        "below": 10**7,
+        "primes": 664_579,
+        "result_keys": ["below", "primes"],
+    }
+    assert scaling.answer_of(result) == {"below": 10**7, "primes": 664_579}
+    with pytest.raises(scaling.ScalingError, match="no result key"):
+        scaling.answer_of({"workload": "x", "result_keys": ["ratio"], "ratio": 0.5})
+
+
+def test_cli_compare_draws_studies_side_by_side(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    (tmp_path / "pi").mkdir()
+    pi_paths = write_study(tmp_path / "pi")
+    mm_dir = tmp_path / "mm"
+    mm_dir.mkdir()
+    mm_paths = []
+    for k, seconds in MATMUL_TIMES.items():
+        path = mm_dir / f"k{k}.json"
+        path.write_text(json.dumps(make_matmul_result(k, seconds)), encoding="utf-8")
+        mm_paths.append(path)
+    assert (
+        run_cli("--scaling", *map(str, pi_paths), "--name", "pi", "--out-dir", str(tmp_path)) == 0
+    )
+    assert (
+        run_cli("--scaling", *map(str, mm_paths), "--name", "mm", "--out-dir", str(tmp_path)) == 0
+    )
+    capsys.readouterr()
+    studies = [str(tmp_path / "pi.json"), str(tmp_path / "mm.json")]
+    assert run_cli("--compare", *studies, "--name", "both", "--out-dir", str(tmp_path)) == 0
+    assert capsys.readouterr().out.splitlines() == [str(tmp_path / "both.png")]
+    data = (tmp_path / "both.png").read_bytes()
+    assert data[:8] == PNG_MAGIC and len(data) > 5_000
+    assert run_cli("--compare", str(pi_paths[0])) == 2
+    err = capsys.readouterr().err.splitlines()
+    assert len(err) == 1 and "missing required keys: rows" in err[0], err

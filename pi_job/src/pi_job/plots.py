@@ -11,8 +11,12 @@ Single run (``pi-job report RESULT.json [--out-dir DIR]``) writes, next to the r
 
 Scaling study (``pi-job report --scaling R1.json R2.json ... [--out-dir DIR] [--name NAME]``)
 writes ``NAME.json``, ``NAME.md`` and ``NAME.png`` (speed-up against workers with the ideal line,
-and parallel efficiency); the math and the rule for the number of workers of a result file (its
-``workers`` key, else the distinct ``worker`` ids in ``per_job``) are in :mod:`pi_job.scaling`.
+and parallel efficiency) for any workload; the math and the rule for the number of workers of a
+result file (its ``workers`` key, else the distinct ``worker`` ids in ``per_job``) are in
+:mod:`pi_job.scaling`.
+
+Side by side (``pi-job report --compare S1.json S2.json ... [--name NAME]``, the ``NAME.json``
+files of several studies) writes ``NAME.png`` with every study's speed-up and efficiency.
 
 Exit codes: 0 success; 1 runtime failure (``inside`` counts differ between the runs of a scaling
 study, matplotlib missing, output not writable); 2 bad input (missing file, invalid JSON, missing
@@ -33,13 +37,17 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from pi_job.scaling import (
+    GENERIC_SCALING_KEYS,
     SCALING_KEYS,
     CountMismatchError,
     ScalingError,
     ScalingStudy,
+    answer_text,
     build_study,
     markdown_document,
+    study_from_json,
     study_to_json,
+    workload_of,
 )
 from pi_job.workloads.pi.stats import P_INSIDE, half_width_95
 
@@ -56,9 +64,11 @@ __all__ = [
     "convergence_series",
     "darts_per_worker",
     "load_result",
+    "plot_compare",
     "plot_convergence",
     "plot_hosts",
     "plot_scaling",
+    "render_compare",
     "render_report",
     "render_scaling",
 ]
@@ -413,11 +423,56 @@ def plot_scaling(study: ScalingStudy, path: Path, name: str = "scaling") -> Path
         axes.xaxis.set_major_locator(MaxNLocator(integer=True))
         axes.grid(True, alpha=0.3)
 
+    what = f"{study.darts:,} darts" if study.darts is not None else study.experiment
     fig.suptitle(
-        f"Scaling study {name}: {study.darts:,} darts, same seed, k = {min(workers)}..{top}\n"
-        f"inside = {study.inside:,} for every k",
+        f"Scaling study {name}: {what}, same seed, k = {min(workers)}..{top}\n"
+        f"{answer_text(study)} for every k",
         fontsize=12,
     )
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=DPI)
+    plt.close(fig)
+    return path
+
+
+def plot_compare(
+    studies: Sequence[tuple[str, ScalingStudy]], path: Path, name: str = "compare"
+) -> Path:
+    """Write the speed-up and efficiency curves of several studies side by side (one colour per
+    study, labelled with ``label``), e.g. a compute-bound and a bandwidth-bound workload."""
+    _use_agg()
+    import matplotlib.pyplot as plt
+    from matplotlib.ticker import MaxNLocator, PercentFormatter
+
+    top = max(row.workers for _, study in studies for row in study.rows)
+    highest = max(row.speedup for _, study in studies for row in study.rows)
+    fig, (left, right) = plt.subplots(1, 2, figsize=(12, 5.5), layout="constrained")
+    left.plot([0, top], [0, top], color="grey", linestyle="--", label="ideal: S(k) = k")
+    right.axhline(100, color="grey", linestyle="--", label="ideal: E(k) = 100 %")
+    markers = "osD^v<>ph*"
+    for index, (label, study) in enumerate(studies):
+        workers = [row.workers for row in study.rows]
+        marker = markers[index % len(markers)]
+        left.plot(workers, [row.speedup for row in study.rows], marker=marker, label=label)
+        right.plot(
+            workers, [100.0 * row.efficiency for row in study.rows], marker=marker, label=label
+        )
+    left.set_xlim(0, top + 0.5)
+    left.set_ylim(0, max(top, highest) + 0.5)
+    left.set_xlabel("worker instances k")
+    left.set_ylabel("speed-up S(k) = T(1)/T(k)")
+    left.set_title("speed-up")
+    left.legend(loc="upper left", fontsize=9)
+    right.set_ylim(0, 110)
+    right.yaxis.set_major_formatter(PercentFormatter(100))
+    right.set_xlabel("worker instances k")
+    right.set_ylabel("parallel efficiency E(k) = S(k)/k")
+    right.set_title("parallel efficiency")
+    right.legend(loc="lower left", fontsize=9)
+    for axes in (left, right):
+        axes.xaxis.set_major_locator(MaxNLocator(integer=True))
+        axes.grid(True, alpha=0.3)
+    fig.suptitle(f"{name}: speed-up of each workload, same answer for every k", fontsize=12)
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=DPI)
     plt.close(fig)
@@ -459,9 +514,14 @@ def render_scaling(
         ScalingError: the files do not form one study (same darts and seed, one file per k).
         CountMismatchError: the ``inside`` counts differ (correctness failure).
     """
-    results = [(str(path), load_result(path, SCALING_KEYS)) for path in result_paths]
-    for source, result in results:
-        _check_per_job(result["per_job"], source)
+    results = []
+    for path in result_paths:
+        result = load_result(path, ("seconds", "per_job"))
+        keys = SCALING_KEYS if workload_of(result) == "pi" else GENERIC_SCALING_KEYS
+        missing = _missing(result, keys)
+        if missing:
+            raise ReportInputError(f"{path}: missing required keys: {', '.join(missing)}")
+        results.append((str(path), result))
     study = build_study(results)
     directory = out_dir if out_dir is not None else result_paths[0].parent
     directory.mkdir(parents=True, exist_ok=True)
@@ -470,6 +530,24 @@ def render_scaling(
     md_path = directory / f"{name}.md"
     md_path.write_text(markdown_document(study, name), encoding="utf-8")
     return [json_path, md_path, plot_scaling(study, directory / f"{name}.png", name)]
+
+
+def render_compare(
+    study_paths: Sequence[Path], out_dir: Path | None = None, name: str = "compare"
+) -> list[Path]:
+    """Write ``NAME.png``: the studies (``NAME.json`` files of ``--scaling``) side by side.
+
+    Raises:
+        ReportInputError: a file is missing or not JSON.
+        ScalingError: a file is not a scaling study.
+    """
+    studies = []
+    for path in study_paths:
+        document = load_result(path, ("rows", "baseline_workers", "counts_equal"))
+        study = study_from_json(document)
+        studies.append((study.experiment or str(document.get("name", path.stem)), study))
+    directory = out_dir if out_dir is not None else study_paths[0].parent
+    return [plot_compare(studies, directory / f"{name}.png", name)]
 
 
 def configure_parser(parser: argparse.ArgumentParser) -> None:
@@ -495,10 +573,16 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
         "write NAME.json, NAME.md and NAME.png with speed-up and efficiency",
     )
     parser.add_argument(
+        "--compare",
+        action="store_true",
+        help="the files are scaling studies (NAME.json of --scaling): draw their speed-up and "
+        "efficiency curves side by side in NAME.png",
+    )
+    parser.add_argument(
         "--name",
         default=None,
         metavar="NAME",
-        help="base name of the scaling-study outputs (default: scaling); needs --scaling",
+        help="base name of the outputs (default: scaling or compare); needs --scaling/--compare",
     )
     parser.set_defaults(func=command)
 
@@ -513,15 +597,20 @@ def command(args: argparse.Namespace) -> int:
     """Run ``pi-job report`` with parsed ``args``; print the paths written; return the exit code."""
     paths: list[Path] = list(args.results)
     scaling: bool = bool(getattr(args, "scaling", False))
+    compare: bool = bool(getattr(args, "compare", False))
     name: str | None = getattr(args, "name", None)
     out_dir: Path | None = getattr(args, "out_dir", None)
-    if name is not None and not scaling:
+    if scaling and compare:
+        return _fail(2, "give --scaling or --compare, not both")
+    if name is not None and not (scaling or compare):
         return _fail(2, "--name is only used with --scaling")
     if name is not None and (not name or "/" in name or name in {".", ".."}):
         return _fail(2, f"--name must be a plain file name, got {name!r}")
     try:
         if scaling:
             written = render_scaling(paths, out_dir, name or "scaling")
+        elif compare:
+            written = render_compare(paths, out_dir, name or "compare")
         else:
             written = [png for path in paths for png in render_report(path, out_dir)]
     except (ReportInputError, ScalingError) as error:
