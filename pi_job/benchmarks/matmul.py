@@ -16,7 +16,8 @@ average is printed at the start and the end):
    transfer seconds at the bulk rate, the master's write seconds (C panels written and
    synced), when B was up, the jobs pushed and the first answer in, and at the largest n
    the overlap check: wall <= 1.2 x max(compute / workers,
-   bytes / bulk rate), with the bulk rate of our client's bare loop (the faster of the two).
+   bytes / bulk rate), with the bulk rate of our client's bare loop (the faster of the two);
+   then the largest n again with ``--generate-on-workers`` (the product without the transfer).
 
 Usage: python pi_job/benchmarks/matmul.py [--sizes 1024 2048 4096 8192] [--workers 2]
 """
@@ -163,6 +164,15 @@ def main() -> None:
         ideal = OVERLAP_FACTOR * max(single / args.workers, transfer)
         print(f"with one-process numpy seconds as the compute (an idle core each): "
               f"{ideal:.2f} s, wall / that = {wall / ideal:.2f}")  # fmt: skip
+        result, _wall = cluster.run_workload(
+            ["--workload", "matmul", "--size", str(n), "--generate-on-workers"], f"bench-gen-{n}"
+        )
+        compute = sum(job["seconds"] for job in result["per_job"])
+        print(f"n={n} with --generate-on-workers (A and B made from the seed where they are "
+              f"used; only C moves, {result['bytes_moved'] / 1e6:.0f} MB): wall "
+              f"{result['seconds']:.2f} s, speed-up {single / result['seconds']:.2f}, compute "
+              f"{compute:.2f} s (with making A's panels and B), first answer "
+              f"{timeline(cluster.state / f'bench-gen-{n}.jsonl')[2]:.1f} s")  # fmt: skip
     print("wall: the run's seconds (push, compute, answers; not the generation nor the")
     print("verification); compute s: the workers' job seconds summed; MB: bytes delivered, B")
     print("once per worker; writes s: the master writing and syncing C's panels; B up, pushed,")

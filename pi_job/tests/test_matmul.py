@@ -148,6 +148,7 @@ def test_bad_inputs_queue_nothing(cluster: Cluster, beanstalkd: Beanstalkd, tmp_
         (["--size", "4", "--shape", "1", "2", "3"], "not both"),
         ([], "needs --size"),
         (["--size", "4096", "--panel-rows", "4096"], "exceed the server's largest body"),
+        (["--a", f("A.npy"), "--b", f("B5.npy"), "--generate-on-workers"], "not files"),
     ]
     for extra, needle in cases:
         proc = cluster.run_master("--workload", "matmul", *extra)
@@ -236,3 +237,20 @@ def test_worker_prefetches_the_next_panel_and_releases_it_on_stop(
     assert code == 0, cluster.log_of(master)
     a, b, c = product_of(cluster, "ahead")
     assert np.array_equal(c, a @ b) and json.loads(out)["redeliveries"] >= 1
+
+
+def test_generated_on_workers_is_the_same_product(cluster: Cluster) -> None:
+    """--generate-on-workers: no A or B through the queue, C bit-identical to the shipped run."""
+    cluster.worker()
+    cluster.worker()
+    for dtype, shape in (("int64", ["150", "70", "90"]), ("float64", ["200", "300", "100"])):
+        args = ["--workload", "matmul", "--shape", *shape, "--dtype", dtype, "--seed", "12",
+                "--panel-rows", "9"]  # fmt: skip
+        shipped = run_ok(cluster, *args, "--run-id", f"ship-{dtype}")
+        local = run_ok(cluster, *args, "--generate-on-workers", "--run-id", f"gen-{dtype}")
+        assert local["sha256"] == shipped["sha256"] and local["generated_on_workers"]
+        assert local["bytes_moved"] == (150 * 90 * 8 if dtype == "int64" else 200 * 100 * 8)
+        assert local["verification"]["ok"]
+        a, b, c = product_of(cluster, f"gen-{dtype}")
+        if dtype == "int64":
+            assert np.array_equal(c, a @ b)

@@ -7,7 +7,7 @@ or int64 only), shape, emptiness, NaN/Inf, size limit, int64 overflow of the pro
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Final
+from typing import Any, Final
 
 import numpy as np
 import numpy.typing as npt
@@ -20,14 +20,35 @@ MAX_OPERAND_BYTES: Final = 2**31
 MAX_DIM: Final = 2**20
 INT_RANGE: Final = 1000
 """Generated int64 entries are drawn from -INT_RANGE..INT_RANGE."""
+BLOCK_ROWS: Final = 64
+"""Rows drawn from one random stream when operands are generated."""
 
 
 def generate(seed: int, shape: tuple[int, int], dtype: str, which: int) -> npt.NDArray[np.generic]:
     """Operand ``which`` (0 for A, 1 for B) of the product generated from ``seed``."""
-    rng = np.random.default_rng([seed, which])
-    if dtype == "int64":
-        return rng.integers(-INT_RANGE, INT_RANGE, size=shape, dtype=np.int64, endpoint=True)
-    return rng.standard_normal(shape)
+    return generate_rows(seed, which, 0, shape[0], shape[1], dtype)
+
+
+def generate_rows(
+    seed: int, which: int, start: int, stop: int, columns: int, dtype: str
+) -> npt.NDArray[Any]:
+    """Rows ``[start, stop)`` of operand ``which``, the same wherever they are made: every block
+    of :data:`BLOCK_ROWS` rows has its own stream (``seed``, ``which``, block), so a worker can
+    make its panel of A, or all of B, without the master sending them."""
+    out = np.empty((stop - start, columns), dtype=np.dtype(dtype))
+    for block in range(start // BLOCK_ROWS, -(-stop // BLOCK_ROWS)):
+        first, last = block * BLOCK_ROWS, (block + 1) * BLOCK_ROWS
+        rng = np.random.default_rng([seed, which, block])
+        rows: npt.NDArray[np.generic]
+        if dtype == "int64":
+            rows = rng.integers(
+                -INT_RANGE, INT_RANGE, size=(BLOCK_ROWS, columns), dtype=np.int64, endpoint=True
+            )
+        else:
+            rows = rng.standard_normal((BLOCK_ROWS, columns))
+        lo, hi = max(first, start), min(last, stop)
+        out[lo - start : hi - start] = rows[lo - first : hi - first]
+    return out
 
 
 def load(path: Path, name: str) -> npt.NDArray[np.generic]:

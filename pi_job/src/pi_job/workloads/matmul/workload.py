@@ -13,6 +13,7 @@ at n=1024), and the run's verification checks C as a whole.
 from __future__ import annotations
 
 import argparse
+import functools
 import hashlib
 import os
 import time
@@ -25,7 +26,7 @@ import numpy.typing as npt
 from pi_job.core import argtypes
 from pi_job.core.envelope import InvalidBodyError, check_exact_keys, int_field
 from pi_job.errors import RunError, UsageError
-from pi_job.limits import MAX_JOBS
+from pi_job.limits import MAX_JOBS, MAX_SEED
 from pi_job.workloads.base import MAX_BODY, Fold, JobContext, Prepared, Workload
 from pi_job.workloads.matmul import operands
 from pi_job.workloads.matmul.verify import verify_product
@@ -67,6 +68,13 @@ class MatMul(Workload):
         add("--b", type=Path, metavar="B.npy", help="matmul: right operand file")
         add("--dtype", choices=operands.DTYPES, help="matmul: generated dtype (default float64)")
         add("--panel-rows", type=dim, metavar="R", help="matmul: rows of A per job")
+        add(
+            "--generate-on-workers",
+            action="store_const",
+            const=True,
+            help="matmul: workers make their panels of A and all of B from the seed (the same "
+            "product, without sending A and B; generated operands only)",
+        )
 
     def shape_of(self, args: argparse.Namespace) -> tuple[int, int, int]:
         """(m, k, n) of a generated product."""
@@ -84,7 +92,10 @@ class MatMul(Workload):
         given = [opt for opt in ("size", "shape") if getattr(args, opt) is not None]
         if (args.a is None) != (args.b is None):
             raise UsageError("--a and --b go together")
+        on_workers = bool(getattr(args, "generate_on_workers", None))
         if args.a is not None:
+            if on_workers:
+                raise UsageError("--generate-on-workers needs --size or --shape, not files")
             if given or args.dtype is not None:
                 raise UsageError(
                     "--a/--b take shape and dtype from the files: drop --size/--shape/--dtype"
@@ -121,7 +132,8 @@ class MatMul(Workload):
             )
         if panels(m, rows) > MAX_JOBS:
             raise UsageError(f"{m} rows in panels of {rows} would need more than {MAX_JOBS} jobs")
-        return {"dtype": dtype, "m": m, "k": k, "n": n, "rows": min(rows, m), **source}
+        params = {"dtype": dtype, "m": m, "k": k, "n": n, "rows": min(rows, m), **source}
+        return {**params, "on_workers": True} if on_workers else params
 
     def columns(self, n: int) -> int:
         """Columns of B (matvec forces one)."""
@@ -138,7 +150,7 @@ class MatMul(Workload):
         """A resume takes everything from the journal: new operands are a clash."""
         given = [
             f"--{opt.replace('_', '-')}"
-            for opt in ("size", "shape", "a", "b", "dtype")
+            for opt in ("size", "shape", "a", "b", "dtype", "generate_on_workers")
             if getattr(args, opt, None) is not None
         ]
         return [f"{opt} (the run's operands are fixed)" for opt in given]
@@ -162,8 +174,11 @@ class MatMul(Workload):
                 )
             np.save(b_path, np.ascontiguousarray(b))
             np.save(a_path, np.ascontiguousarray(a))
+        jobs = panels(params["m"], params["rows"])
+        if params.get("on_workers"):
+            return Prepared(jobs=jobs, inputs={})  # kept here for the verification only
         b = np.load(b_path, mmap_mode="r", allow_pickle=False)
-        return Prepared(jobs=panels(params["m"], params["rows"]), inputs={"B": b.tobytes()})
+        return Prepared(jobs=jobs, inputs={"B": b.tobytes()})
 
     def job(
         self, params: dict[str, Any], seed: int, run_dir: Path, index: int
@@ -171,6 +186,9 @@ class MatMul(Workload):
         """Panel ``index`` of A as the payload, read from A.npy with ``pread`` (one copy, from
         the page cache; a copy out of a memory map would fault every page in first)."""
         start, stop = panel(params["m"], params["rows"], index)
+        spec = {"dtype": params["dtype"], "rows": [start, stop], "k": params["k"], "n": params["n"]}
+        if params.get("on_workers"):
+            return {**spec, "seed": seed}, b""
         path = self.operand_paths(run_dir)[0]
         row = params["k"] * np.dtype(params["dtype"]).itemsize
         size = (stop - start) * row
@@ -183,20 +201,28 @@ class MatMul(Workload):
             payload = os.pread(file.fileno(), size, file.tell() + start * row)
         if len(payload) != size:
             raise RunError(f"{path} is shorter than its header says")
-        spec = {"dtype": params["dtype"], "rows": [start, stop], "k": params["k"], "n": params["n"]}
         return spec, payload
 
     def compute(
         self, spec: dict[str, Any], payload: bytes, context: JobContext
     ) -> tuple[dict[str, Any], bytes]:
         """One panel of C, with numpy (one BLAS thread per worker instance)."""
-        check_exact_keys(spec, _SPEC_KEYS, "spec")
+        generated = "seed" in spec
+        check_exact_keys(spec, _SPEC_KEYS | {"seed"} if generated else _SPEC_KEYS, "spec")
         if spec["dtype"] not in operands.DTYPES:
             raise InvalidBodyError(f"dtype {spec['dtype']!r} is not one of {operands.DTYPES}")
         dtype = np.dtype(spec["dtype"])
         k = int_field(spec, "k", 1, operands.MAX_DIM)
         n = int_field(spec, "n", 1, operands.MAX_DIM)
         start, stop = _rows(spec["rows"])
+        if generated:
+            if payload:
+                raise InvalidBodyError("a job generated on the worker has no payload")
+            seed = int_field(spec, "seed", 0, MAX_SEED)
+            a = operands.generate_rows(seed, 0, start, stop, k, dtype.name)
+            return {"rows": [start, stop]}, (
+                a @ self._generated_b(seed, k, n, dtype.name)
+            ).tobytes()
         if len(payload) != (stop - start) * k * dtype.itemsize:
             raise InvalidBodyError(
                 f"payload of {len(payload)} bytes for a {stop - start} x {k} panel"
@@ -207,6 +233,14 @@ class MatMul(Workload):
         a = np.frombuffer(payload, dtype=dtype).reshape(stop - start, k)
         b = np.frombuffer(b_bytes, dtype=dtype).reshape(k, n)
         return {"rows": [start, stop]}, (a @ b).tobytes()
+
+    @staticmethod
+    @functools.lru_cache(maxsize=1)
+    def _generated_b(seed: int, k: int, n: int, dtype: str) -> npt.NDArray[Any]:
+        """B of a run generated on this worker (made once per run, then kept)."""
+        b = operands.generate_rows(seed, 1, 0, k, n, dtype)
+        b.flags.writeable = False
+        return b
 
     def check_answer(
         self, params: dict[str, Any], index: int, value: dict[str, Any], payload: bytes
@@ -323,7 +357,9 @@ class MatMulFold(Fold):
             "dtype": self.dtype.name,
             "panel_rows": self.params["rows"],
             "grid": [self.jobs, 1],
-            "bytes_moved": m * k * item + m * n * item + k * n * item,
+            "bytes_moved": m * n * item
+            + (0 if self.params.get("on_workers") else m * k * item + k * n * item),
+            "generated_on_workers": bool(self.params.get("on_workers")),
             "gflops": flops / seconds / 1e9 if seconds > 0 else None,
             "sha256": digest,
             "write_seconds": round(self.write_seconds, 3),
