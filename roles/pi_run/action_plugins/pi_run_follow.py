@@ -3,7 +3,10 @@
 Each poll is one short command on the node over a fresh connection use (so an hour-long run
 never depends on one SSH session, and a node that reboots is simply polled again): the unit's
 state, the size of the run's journal and the unit's journal lines after the last cursor.
-Polls start after 0.5 s and their interval doubles up to ``interval``.
+Polls start after 0.5 s and their interval doubles up to ``interval``. The wait between two
+polls happens on the node while the master runs (``tail --pid`` on its main process, which
+costs no CPU), so a poll returns as soon as the master exits: the end of a short run is seen at
+once instead of at the next poll.
 
 The follow ends
 - with success when the unit has exited 0 and the result file exists;
@@ -90,7 +93,11 @@ class ActionModule(ActionBase):
                 where = f"--lines={args['lines']}"
             else:
                 where = ""
+            # First wait (at most ``pause``) on the node for the master's main process to exit.
             script = (
+                f"pid=$(systemctl show {unit} --property=MainPID --value 2>/dev/null); "
+                f'if [ "${{pid:-0}}" -gt 0 ] 2>/dev/null; then '
+                f"timeout {pause:.3f} tail -s 0.1 --pid=$pid -f /dev/null; fi; "
                 f"systemctl show {unit} " + " ".join(f"--property={p}" for p in PROPS) + "; "
                 f"echo JOURNAL_SIZE=$(stat -c %s {shlex.quote(journal)} 2>/dev/null || echo -1); "
                 f"echo RESULT_FILE=$(test -s {shlex.quote(output)} && echo 1 || echo 0); "
@@ -98,6 +105,7 @@ class ActionModule(ActionBase):
                 "echo ==LOG==; "
                 f"journalctl --unit={unit} --no-pager --quiet --output=cat --show-cursor {where}"
             )
+            polled = time.monotonic()
             try:
                 out = self._low_level_execute_command(script)
                 text = out.get("stdout", "")
@@ -188,7 +196,8 @@ class ActionModule(ActionBase):
                 )
             if time.monotonic() - started > args["timeout"]:
                 self._fail(f"run {run_id} still going after {args['timeout']:.0f} s (the unit goes on)")
-            time.sleep(pause)
+            # The node waited while the master ran: sleep only what is left (no master process).
+            time.sleep(max(0.0, pause - (time.monotonic() - polled)))
             pause = min(pause * 2, args["interval"])
         result.update(
             {
