@@ -241,6 +241,10 @@ def test_worker_sigterm_releases_job(cluster: Cluster, beanstalkd: Beanstalkd) -
     slow = cluster.worker("--chunk-darts", "1e6", backend="numpy")
     master = cluster.master("--darts", "3e9", "--job-darts", "3e9", "--ttr", "300", "--seed", "4")
     wait_for(lambda: beanstalkd.tube("pi.jobs").get("current-jobs-reserved", 0) == 1)
+    # The server counts the job reserved before the worker has read the reply; a SIGTERM in
+    # that window ends the worker without a job to release (closing the connection gives it
+    # back). Give the worker time to start the ~10 s job, whose release this test is about.
+    time.sleep(1.0)
     slow.send_signal(signal.SIGTERM)
     assert slow.wait(10) == 0
     assert "released job" in cluster.log_of(slow)
