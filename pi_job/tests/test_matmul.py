@@ -254,3 +254,24 @@ def test_generated_on_workers_is_the_same_product(cluster: Cluster) -> None:
         a, b, c = product_of(cluster, f"gen-{dtype}")
         if dtype == "int64":
             assert np.array_equal(c, a @ b)
+
+
+def test_resume_with_the_runs_own_operands_is_no_clash() -> None:
+    """pi-run@ID.service restarts a killed master with the run's first arguments: no clash."""
+    from argparse import Namespace
+
+    from pi_job.workloads.matmul.workload import MatMul, MatVec
+
+    first = {"size": 64, "shape": None, "a": None, "b": None, "dtype": "int64", "panel_rows": 16,
+             "generate_on_workers": None}  # fmt: skip
+    for workload in (MatMul(), MatVec()):
+        params = workload.parameters(Namespace(**first), workers=2)
+        assert workload.check_resume(params, Namespace(**first)) == []
+        n = 1 if workload.name == "matvec" else 64
+        shape = Namespace(**{**first, "size": None, "shape": [64, 64, n]})
+        assert workload.check_resume(params, shape) == []
+        other = Namespace(**{**first, "size": 65, "dtype": "float64", "generate_on_workers": True})
+        clashes = ("size", "dtype", "generate-on-workers")
+        assert workload.check_resume(params, other) == [
+            f"--{opt} (the run's operands are fixed)" for opt in clashes
+        ]

@@ -147,13 +147,37 @@ class MatMul(Workload):
         return min(by_bytes, by_workers, m)
 
     def check_resume(self, params: dict[str, Any], args: argparse.Namespace) -> list[str]:
-        """A resume takes everything from the journal: new operands are a clash."""
-        given = [
-            f"--{opt.replace('_', '-')}"
-            for opt in ("size", "shape", "a", "b", "dtype", "generate_on_workers")
-            if getattr(args, opt, None) is not None
+        """A resume takes everything from the journal: other operands are a clash.
+
+        The journal's own values given again are not (``pi-run@ID.service`` restarts a killed
+        master with the run's first arguments).
+        """
+        shape = (params["m"], params["k"], params["n"])
+        journal: dict[str, Any] = {
+            "size": shape,
+            "shape": shape,
+            "a": params["a"],
+            "b": params["b"],
+            "dtype": params["dtype"],
+            "generate_on_workers": bool(params.get("on_workers")),
+        }
+        given: dict[str, Any] = {}
+        if args.size is not None:
+            given["size"] = (args.size, args.size, self.columns(args.size))
+        if args.shape is not None:
+            given["shape"] = (*map(int, args.shape[:2]), self.columns(int(args.shape[2])))
+        for name in ("a", "b"):
+            if getattr(args, name) is not None:
+                given[name] = str(getattr(args, name).resolve())
+        if args.dtype is not None:
+            given["dtype"] = args.dtype
+        if getattr(args, "generate_on_workers", None) is not None:
+            given["generate_on_workers"] = True
+        return [
+            f"--{opt.replace('_', '-')} (the run's operands are fixed)"
+            for opt, value in given.items()
+            if value != journal[opt]
         ]
-        return [f"{opt} (the run's operands are fixed)" for opt in given]
 
     def operand_paths(self, run_dir: Path) -> tuple[Path, Path]:
         """Where the master keeps A and B of a run."""
