@@ -52,7 +52,9 @@ def costs(result: dict[str, Any]) -> dict[str, Any]:
 
 
 def mib(value: float) -> str:
-    return f"{value / 2**20:.2f} MiB" if value >= 2**20 else f"{value / 2**10:.0f} KiB"
+    if value >= 2**20:
+        return f"{value / 2**20:.2f} MiB"
+    return f"{value / 2**10:.0f} KiB" if value >= 2**10 else f"{value:.0f} B"
 
 
 def table(directories: list[Path]) -> str:

@@ -446,32 +446,32 @@ def plot_compare(
 
     top = max(row.workers for _, study in studies for row in study.rows)
     highest = max(row.speedup for _, study in studies for row in study.rows)
-    fig, (left, right) = plt.subplots(1, 2, figsize=(12, 5.5), layout="constrained")
-    left.plot([0, top], [0, top], color="grey", linestyle="--", label="ideal: S(k) = k")
-    right.axhline(100, color="grey", linestyle="--", label="ideal: E(k) = 100 %")
+    best = max(100.0 * row.efficiency for _, study in studies for row in study.rows)
+    fig, (left, right) = plt.subplots(1, 2, figsize=(12, 6.5), layout="constrained")
+    left.plot(
+        [0, top], [0, top], color="grey", linestyle="--", label="ideal: S(k) = k, E(k) = 100 %"
+    )
+    right.axhline(100, color="grey", linestyle="--")
     markers = "osD^v<>ph*"
     for index, (label, study) in enumerate(studies):
         workers = [row.workers for row in study.rows]
         marker = markers[index % len(markers)]
         left.plot(workers, [row.speedup for row in study.rows], marker=marker, label=label)
-        right.plot(
-            workers, [100.0 * row.efficiency for row in study.rows], marker=marker, label=label
-        )
+        right.plot(workers, [100.0 * row.efficiency for row in study.rows], marker=marker)
     left.set_xlim(0, top + 0.5)
     left.set_ylim(0, max(top, highest) + 0.5)
     left.set_xlabel("worker instances k")
     left.set_ylabel("speed-up S(k) = T(1)/T(k)")
     left.set_title("speed-up")
-    left.legend(loc="upper left", fontsize=9)
-    right.set_ylim(0, 110)
+    right.set_ylim(0, max(110.0, best + 10.0))
     right.yaxis.set_major_formatter(PercentFormatter(100))
     right.set_xlabel("worker instances k")
     right.set_ylabel("parallel efficiency E(k) = S(k)/k")
     right.set_title("parallel efficiency")
-    right.legend(loc="lower left", fontsize=9)
     for axes in (left, right):
         axes.xaxis.set_major_locator(MaxNLocator(integer=True))
         axes.grid(True, alpha=0.3)
+    fig.legend(loc="outside lower center", ncols=min(3, len(studies) + 1), fontsize=9)
     fig.suptitle(f"{name}: speed-up of each workload, same answer for every k", fontsize=12)
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=DPI)
