@@ -25,6 +25,8 @@ import testinfra
 
 REPO = Path(__file__).resolve().parents[3]
 SCENARIO = Path(__file__).resolve().parents[1]
+FIGURES_DIR = Path(os.environ.get("CHAOS_FIGURES_DIR") or SCENARIO)
+"""Where the figures are written (a partial run can keep the committed ones: CHAOS_FIGURES_DIR)."""
 VENV = "/opt/pi-job/venv"
 STATE_DIR = "/var/lib/pi-job"
 PORT = 11300
@@ -163,13 +165,13 @@ def pytest_terminal_summary(terminalreporter, exitstatus, config):
     terminalreporter.write_sep("=", "chaos figures")
     terminalreporter.write_line(text)
     try:
-        (SCENARIO / ".last-figures.md").write_text(text + "\n")
+        (FIGURES_DIR / ".last-figures.md").write_text(text + "\n")
         data = {
             "faults": {k: vars(v) for k, v in FAULTS.items()},
             **FIGURES,
             "plan": {"seed": SEED, "darts": DARTS, "job_darts": JOB_DARTS},
         }
-        (SCENARIO / ".last-figures.json").write_text(json.dumps(data, indent=2) + "\n")
+        (FIGURES_DIR / ".last-figures.json").write_text(json.dumps(data, indent=2) + "\n")
     except OSError as exc:  # pragma: no cover
         terminalreporter.write_line(f"could not write figures: {exc}")
 
