@@ -137,17 +137,21 @@ while True:
 
 
 def abandon(master: MatmulMaster) -> None:
-    """A failed test's run: stop its master, cancel it, drop its shared inputs (the lab is shared)."""
+    """After a test: a run still going is stopped and cancelled; a run's shared inputs are dropped.
+
+    The lab is shared. Neither `runs --cancel` nor a master that fails (its unit then stays
+    failed) deletes the run's shared inputs (pi.data.<run>); a finished run has none left.
+    """
     if master.unit is not None:
-        if master.host.run(f"systemctl is-active {master.unit}").stdout.strip() not in ("active", "activating"):
-            return
-    elif master.rc() is not None:
-        return
-    pid = master.pid()
-    if pid:
-        master.host.run(f"kill -9 {pid}")
-    master.host.run(f"{VENV}/bin/pi-job runs --state-dir {STATE_DIR} --server {server_addr()} --cancel {master.run_id}")
-    # `runs --cancel` leaves the run's shared inputs (pi.data.<run>) on the server.
+        live = master.host.run(f"systemctl is-active {master.unit}").stdout.strip() in ("active", "activating")
+    else:
+        live = master.rc() is None
+    if live:
+        pid = master.pid()
+        if pid:
+            master.host.run(f"kill -9 {pid}")
+        master.host.run(f"{VENV}/bin/pi-job runs --state-dir {STATE_DIR} --server {server_addr()}"
+                        f" --cancel {master.run_id}")
     server_py(DROP_DATA, server_addr(), f"pi.data.{master.run_id}")
 
 
