@@ -108,3 +108,19 @@ def test_runs_lists_cancels_and_prunes(cluster: Cluster) -> None:
         "pruned", "2", "runs:", "done", "idle",
     ]  # fmt: skip
     assert not list(cluster.state_dir.glob("*.jsonl"))
+
+
+def test_cancel_deletes_shared_inputs(cluster: Cluster) -> None:
+    """A cancelled matmul run leaves no shared input (B's chunks) on the server."""
+    state = ["--state-dir", str(cluster.state_dir)]
+    args = ["--workload", "matmul", "--size", "128", "--dtype", "int64", "--panel-rows", "16"]
+    master = cluster.master(*args, "--seed", "5", "--run-id", "dropped")  # no worker: it waits
+    journal = cluster.state_dir / "dropped.jsonl"
+    wait_for(lambda: journal.exists() and journal.read_text().count('"pushed"') == 8)
+    assert cluster.server.tube("pi.data.dropped").get("current-jobs-ready", 0) >= 1
+    master.kill()
+    master.wait(10)
+    out = cluster.run("runs", *state, "--cancel", "dropped", "--server", cluster.server.address)
+    assert out.returncode == 0, out.stderr
+    assert "8 queued jobs deleted" in out.stdout and "0 shared inputs" not in out.stdout, out.stdout
+    assert cluster.server.tube("pi.data.dropped").get("current-jobs-ready", 0) == 0

@@ -11,9 +11,9 @@ A run lives in ``<state-dir>/<id>.jsonl`` (its journal); under systemd its maste
 - ``stopped``: nobody works on it; ``run_pi.yml -e run_id=ID`` resumes it;
 - ``cancelled``: ``pi-job runs --cancel ID`` removed it from the queue.
 
-``--cancel ID`` stops (and disables) the unit, then deletes the run's queued jobs and its
-results tube; ``--prune DAYS`` deletes the files of runs finished (or cancelled) more than
-DAYS days ago.
+``--cancel ID`` stops (and disables) the unit, then deletes the run's queued jobs, its
+results tube and its shared inputs (``pi.data.<run>``); ``--prune DAYS`` deletes the files of
+runs finished (or cancelled) more than DAYS days ago.
 """
 
 from __future__ import annotations
@@ -32,7 +32,7 @@ import greenstalk
 
 from pi_job.core import argtypes, runlock
 from pi_job.core.connection import CONNECTION_ERRORS, ServerAddress, close_quietly, connect
-from pi_job.core.envelope import results_tube
+from pi_job.core.envelope import data_tube, results_tube
 from pi_job.core.journal import default_state_dir
 from pi_job.errors import UsageError
 
@@ -183,7 +183,7 @@ def cancel(state_dir: Path, server: ServerAddress, run_id: str) -> str:
                 if isinstance(record, dict) and record.get("type") == "pushed":
                     pushed.add(int(record["id"]))
     tube = results_tube(run_id)
-    deleted = busy = results = 0
+    deleted = busy = results = inputs = 0
     client = connect(server, watch=tube, connect_timeout=10.0, io_timeout=30.0)
     try:
         for job_id in sorted(pushed):
@@ -205,6 +205,15 @@ def cancel(state_dir: Path, server: ServerAddress, run_id: str) -> str:
                 break
             client.delete(message)
             results += 1
+        client.watch(data_tube(run_id))  # the run's shared inputs (ready, read by peek)
+        client.ignore(tube)
+        while True:
+            try:
+                message = client.reserve(timeout=0)
+            except greenstalk.TimedOutError:
+                break
+            client.delete(message)
+            inputs += 1
         for kick in ("buried", "delayed"):
             while True:
                 try:
@@ -220,7 +229,7 @@ def cancel(state_dir: Path, server: ServerAddress, run_id: str) -> str:
     marker.write_text(f"{time.time()}\n", encoding="utf-8")
     return (
         f"run {run_id} cancelled: unit stopped, {deleted} queued jobs deleted, "
-        f"{busy} held by workers, {results} result messages removed"
+        f"{busy} held by workers, {results} result messages and {inputs} shared inputs removed"
     )
 
 
