@@ -9,7 +9,7 @@ root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$root"
 export NO_COLOR=1 PY_COLORS=0 ANSIBLE_FORCE_COLOR=0 ANSIBLE_NOCOLOR=1
 stages="${STAGES:-static unit lint molecule}"
-scenarios="${MOLECULE_SCENARIOS:-default source chaos scale}"   # + ssh: MOLECULE_SCENARIOS=ssh
+scenarios="${MOLECULE_SCENARIOS:-default source chaos scale ssh}"
 
 "$root/scripts/bootstrap.sh"
 # shellcheck disable=SC1091
