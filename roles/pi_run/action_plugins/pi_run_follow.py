@@ -108,7 +108,8 @@ class ActionModule(ActionBase):
             polled = time.monotonic()
             try:
                 out = self._low_level_execute_command(script)
-                text = out.get("stdout", "")
+                # become over SSH runs the command on a terminal: lines end with CRLF there
+                text = out.get("stdout", "").replace("\r\n", "\n")
                 head, sep, log = text.partition("==LOG==\n")
                 if not sep:
                     raise AnsibleError((out.get("stderr") or text or "no answer").strip()[:200])
