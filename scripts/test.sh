@@ -47,9 +47,12 @@ static_checks() {
 if [[ " $stages " == *" static "* ]]; then run_stage "static (ruff, mypy)" static_checks; fi
 if [[ " $stages " == *" lint "* ]]; then run_stage "ansible-lint" ansible-lint; fi
 if [[ " $stages " == *" molecule "* ]]; then
-  # A previous killed run may have left containers behind.
-  stale="$(docker ps -aq --filter label=owner=molecule)"
-  [[ -z "$stale" ]] || docker rm -f $stale >/dev/null
+  # A previous killed run may have left containers behind: remove those of the selected
+  # scenarios only (mol-<scenario>-*), never another lab running on the same machine.
+  for scenario in $scenarios; do
+    stale="$(docker ps -aq --filter label=owner=molecule --filter "name=^mol-$scenario-")"
+    [[ -z "$stale" ]] || docker rm -f $stale >/dev/null
+  done
   # The ssh scenario's nodes: Debian 13 and Debian 12 with sshd (kept when current).
   if [[ " $scenarios " == *" ssh "* ]]; then
     "$root/scripts/build-image.sh" --ssh trixie
