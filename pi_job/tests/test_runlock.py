@@ -120,7 +120,14 @@ def test_cancel_deletes_shared_inputs(cluster: Cluster) -> None:
     assert cluster.server.tube("pi.data.dropped").get("current-jobs-ready", 0) >= 1
     master.kill()
     master.wait(10)
+    for tube in ("pi.results.dropped", "default"):  # a buried answer; someone else's buried job
+        with cluster.server.client(use=tube) as client:
+            client.watch(tube)
+            client.put(b"late answer")
+            client.bury(client.reserve(timeout=1))
     out = cluster.run("runs", *state, "--cancel", "dropped", "--server", cluster.server.address)
     assert out.returncode == 0, out.stderr
     assert "8 queued jobs deleted" in out.stdout and "0 shared inputs" not in out.stdout, out.stdout
     assert cluster.server.tube("pi.data.dropped").get("current-jobs-ready", 0) == 0
+    assert cluster.server.tube("pi.results.dropped").get("current-jobs-buried", 0) == 0
+    assert cluster.server.tube("default")["current-jobs-buried"] == 1  # not the run's: kept

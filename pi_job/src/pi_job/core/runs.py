@@ -159,6 +159,32 @@ def run_lines(runs: list[RunInfo], now: float) -> list[str]:
     return lines
 
 
+def _delete_all(client: greenstalk.Client[bytes], tube: str) -> int:
+    """Delete every ready, buried and delayed job of ``tube``; return how many."""
+    client.use(tube)
+    client.watch(tube)
+    for other in client.watching():
+        if other != tube:
+            client.ignore(other)
+    count = 0
+    while True:
+        try:
+            message = client.reserve(timeout=0)
+        except greenstalk.TimedOutError:
+            break
+        client.delete(message)
+        count += 1
+    for peek in (client.peek_buried, client.peek_delayed):
+        while True:
+            try:
+                job = peek()
+            except greenstalk.NotFoundError:
+                break
+            client.delete(job)
+            count += 1
+    return count
+
+
 def cancel(state_dir: Path, server: ServerAddress, run_id: str) -> str:
     """Stop the run's unit and remove its jobs and results from the queue; return a summary."""
     if shutil.which("systemctl") is not None:
@@ -183,7 +209,7 @@ def cancel(state_dir: Path, server: ServerAddress, run_id: str) -> str:
                 if isinstance(record, dict) and record.get("type") == "pushed":
                     pushed.add(int(record["id"]))
     tube = results_tube(run_id)
-    deleted = busy = results = inputs = 0
+    deleted = busy = 0
     client = connect(server, watch=tube, connect_timeout=10.0, io_timeout=30.0)
     try:
         for job_id in sorted(pushed):
@@ -198,30 +224,8 @@ def cancel(state_dir: Path, server: ServerAddress, run_id: str) -> str:
                 deleted += 1
             except greenstalk.NotFoundError:
                 busy += 1  # reserved by a worker right now: its answer is dropped below or later
-        while True:
-            try:
-                message = client.reserve(timeout=0)
-            except greenstalk.TimedOutError:
-                break
-            client.delete(message)
-            results += 1
-        client.watch(data_tube(run_id))  # the run's shared inputs (ready, read by peek)
-        client.ignore(tube)
-        while True:
-            try:
-                message = client.reserve(timeout=0)
-            except greenstalk.TimedOutError:
-                break
-            client.delete(message)
-            inputs += 1
-        for kick in ("buried", "delayed"):
-            while True:
-                try:
-                    job = client.peek_buried() if kick == "buried" else client.peek_delayed()
-                except greenstalk.NotFoundError:
-                    break
-                client.delete(job)
-                results += 1
+        results = _delete_all(client, tube)
+        inputs = _delete_all(client, data_tube(run_id))  # shared inputs: ready, read by peek
     finally:
         close_quietly(client)
     marker = state_dir / "runs" / f"{run_id}.cancelled"
