@@ -166,6 +166,10 @@ class ActionModule(ActionBase):
                 if size is not None and size < 0:
                     self._abandon(unit, run_id, last_error or f"{unit} failed")
                 why = last_error or self._last_error(unit) or f"{unit} failed ({state.get('Result')})"
+                if exit_status == "2" and why.startswith("pi-job run: "):
+                    # Values refused by the master before it queued anything (e.g. a run id
+                    # that exists with other values): its own line, the run is unchanged.
+                    raise AnsibleActionFail(f"{why.removeprefix('pi-job run: ')} (exit 2)")
                 self._fail(f"run {run_id} failed (exit {exit_status}): {why.removeprefix('pi-job run: ')}")
             elif active == "inactive":
                 if state.get("RESULT_FILE") == "1" and exit_status == "0":

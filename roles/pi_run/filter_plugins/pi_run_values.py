@@ -69,6 +69,26 @@ def pi_run_id_error(value: object, name: str = "run_id") -> str:
     return _error(name, limits.check_run_id, value)
 
 
+_TRUE = frozenset({"true", "yes", "on", "1"})
+_FALSE = frozenset({"false", "no", "off", "0"})
+
+
+def pi_bool_error(value: object, name: str) -> str:
+    """Return '' when value is a boolean (true/false, yes/no, on/off, 1/0), else a one-line reason."""
+    if isinstance(value, bool) or (isinstance(value, int) and value in (0, 1)):
+        return ""
+    if isinstance(value, str) and value.strip().lower() in _TRUE | _FALSE:
+        return ""
+    return f'{name}: not a boolean: "{" ".join(_text(value).split())}" (true or false)'
+
+
+def pi_bool(value: object) -> bool:
+    """The boolean of a value already checked with pi_bool_error."""
+    if isinstance(value, str):
+        return value.strip().lower() in _TRUE
+    return bool(value)
+
+
 def pi_new_run_id(prefix: str = "") -> str:
     """A fresh run id, made as `pi-job run` makes them."""
     return limits.new_run_id(prefix)
@@ -85,6 +105,8 @@ class FilterModule:
     def filters(self) -> dict[str, object]:
         return {
             "pi_beanstalkd_sizes": pi_beanstalkd_sizes,
+            "pi_bool": pi_bool,
+            "pi_bool_error": pi_bool_error,
             "pi_count": pi_count,
             "pi_count_error": pi_count_error,
             "pi_int_error": pi_int_error,
