@@ -1,6 +1,8 @@
 """Bad input on the deployed lab, one test per kind.
 
-* run_pi.yml with bad values: the play fails on the controller with one line, nothing queued.
+* run_pi.yml with bad values: the play fails on the controller with one line, nothing queued;
+  the same for the values of run_matmul.yml (generate_on_workers), run_workload.yml, and role
+  variables of the wrong type (argument specs of the entry point `validate`).
 * resume of an unknown run id, server unreachable: a clear message, nothing changed.
 * raw garbage put on pi.jobs by hand: buried with its reason (pi-job status, status.yml), the
   workers keep serving and a concurrent real run still ends with the undisturbed count.
@@ -107,6 +109,78 @@ def test_run_pi_bad_value(kind, bad_value_runs):
     assert msg.startswith(BAD_VALUES[kind][1]) or BAD_VALUES[kind][1] in msg, msg + "\n" + out.stdout[-2000:]
     assert "\n" not in msg
     assert "Run the master" not in out.stdout, "the master play started"
+    assert tube_total() == before_total, "something was queued"
+    assert journals() == before_files, "a journal was created"
+
+
+# run_matmul.yml, run_workload.yml and scale.yml values that only they take (kind -> playbook,
+# extra vars, expected message): one line on the controller, nothing queued, no journal.
+BAD_WORKLOAD_VALUES = {
+    "generate_on_workers=maybe": ("run_matmul.yml", ["-e", "n=64", "-e", "generate_on_workers=maybe"],
+                                  'generate_on_workers: not a boolean: "maybe" (true or false)'),
+    "generate_on_workers=2": ("run_matmul.yml", ["-e", "n=64", "-e", "generate_on_workers=2"],
+                              'generate_on_workers: not a boolean: "2"'),
+    "generate_on_workers=[1] (list)": ("run_matmul.yml", ["-e", "n=64", "-e", '{"generate_on_workers": [1]}'],
+                                       'generate_on_workers: not a boolean: "[1]"'),
+    "generate_on_workers with a=/b=": ("run_matmul.yml", ["-e", "a=/tmp/A.npy", "-e", "b=/tmp/B.npy",
+                                                          "-e", "generate_on_workers=true"],
+                                       "generate_on_workers: the workers make generated operands (n or shape), not files"),
+    "generate_on_workers for primes": ("run_workload.yml", ["-e", "workload=primes", "-e", "args='--below 1e7'",
+                                                            "-e", "pi_run_generate_on_workers=true"],
+                                       "generate_on_workers: for workload matmul or matvec"),
+    "run_id=X with n=0": ("run_matmul.yml", ["-e", "run_id=chaos-mm-named", "-e", "n=0"],
+                          "argument --size: 0 is out of range"),
+}
+
+# Role variables of the wrong type: the argument spec of the entry point `validate` (enforced
+# since the playbooks include it as `tasks_from: validate`) stops the play with ansible's message.
+BAD_SPEC_VALUES = {
+    "pi_run_report=maybe (bool)": ("run_pi.yml", ["-e", "darts=1e9", "-e", "pi_run_report=maybe"], "pi_run_report"),
+    "pi_run_workload_args={} (list)": ("run_matmul.yml", ["-e", "n=64", "-e", '{"pi_run_workload_args": {"a": 1}}'],
+                                       "pi_run_workload_args"),
+    "pi_scale_run_timeout=abc (int)": ("scale.yml", ["-e", "darts=1e9", "-e", "pi_scale_run_timeout=abc"],
+                                       "pi_scale_run_timeout"),
+}
+
+
+@pytest.fixture(scope="module")
+def bad_workload_runs():
+    """Every bad value of the other playbooks at once (controller checks only)."""
+    before_total, before_files = tube_total(), journals()
+    cases = {**{k: v[:2] for k, v in BAD_WORKLOAD_VALUES.items()}, **{k: v[:2] for k, v in BAD_SPEC_VALUES.items()}}
+    with ThreadPoolExecutor(3) as pool:
+        futures = {kind: pool.submit(playbook, name, *extra, timeout=300,
+                                     env={"ANSIBLE_CALLBACK_RESULT_FORMAT": "json"})
+                   for kind, (name, extra) in cases.items()}
+        runs = {kind: f.result() for kind, f in futures.items()}
+    return runs, before_total, before_files
+
+
+@pytest.mark.parametrize("kind", list(BAD_WORKLOAD_VALUES))
+def test_workload_bad_value(kind, bad_workload_runs):
+    runs, before_total, before_files = bad_workload_runs
+    name, extra, expected = BAD_WORKLOAD_VALUES[kind]
+    out = runs[kind]
+    msg = failed_msg(out.stdout)
+    FIGURES["bad_input"][f"{name} {' '.join(extra)}"] = msg or "(no message)"
+    assert out.returncode == 2, out.stdout[-2000:]
+    assert msg.startswith(expected), msg + "\n" + out.stdout[-2000:]
+    assert "\n" not in msg
+    assert "Run the master" not in out.stdout and "Run the matrix product" not in out.stdout, "the master play started"
+    assert tube_total() == before_total, "something was queued"
+    assert journals() == before_files, "a journal was created"
+
+
+@pytest.mark.parametrize("kind", list(BAD_SPEC_VALUES))
+def test_argument_spec_enforced(kind, bad_workload_runs):
+    runs, before_total, before_files = bad_workload_runs
+    name, extra, option = BAD_SPEC_VALUES[kind]
+    out = runs[kind]
+    msg = failed_msg(out.stdout)
+    FIGURES["bad_input"][f"{name} {' '.join(extra)}"] = " ".join(msg.split()) or "(no message)"
+    assert out.returncode == 2, out.stdout[-2000:]
+    assert msg.startswith("Validation of arguments failed") and f"argument '{option}'" in msg, msg
+    assert "Validating arguments against arg spec 'validate'" in out.stdout
     assert tube_total() == before_total, "something was queued"
     assert journals() == before_files, "a journal was created"
 

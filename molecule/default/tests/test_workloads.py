@@ -7,7 +7,7 @@ import tempfile
 from pathlib import Path
 
 import numpy as np
-from conftest import REPO
+from conftest import REPO, cluster_address
 
 testinfra_hosts = ["ansible://master"]
 
@@ -62,3 +62,91 @@ def test_example_workload_runs_on_the_lab(inventory_dir):
         (summary_path,) = Path(tmp).glob("*.json")
         summary = json.loads(summary_path.read_text())
     assert summary["workload"] == "primes" and summary["primes"] == 664_579
+
+
+def matmul_run(inventory_dir: str, results: str, *extra: str) -> tuple[subprocess.CompletedProcess, dict | None]:
+    """run_matmul.yml with its results in a new directory below ``results``; its summary (or None)."""
+    where = Path(tempfile.mkdtemp(dir=results))
+    out = playbook(inventory_dir, "run_matmul.yml", "-e", f"pi_run_results_dir={where}", "-e", "pi_run_report=false",
+                   "-e", "poll_interval=1", *extra)
+    found = list(where.glob("*.json"))
+    return out, (json.loads(found[0].read_text()) if out.returncode == 0 and len(found) == 1 else None)
+
+
+def fatal_msg(inventory_dir: str, *extra: str) -> tuple[int, str]:
+    """run_matmul.yml that must fail: its exit code and the failed task's message (JSON results)."""
+    env = dict(os.environ, ANSIBLE_CONFIG=str(REPO / "ansible.cfg"), ANSIBLE_FORCE_COLOR="0", NO_COLOR="1",
+               ANSIBLE_CALLBACK_RESULT_FORMAT="json")
+    env.pop("ANSIBLE_ROLES_PATH", None)
+    out = subprocess.run(["ansible-playbook", str(REPO / "run_matmul.yml"), "-i", inventory_dir, *extra],
+                         check=False, cwd=REPO, env=env, capture_output=True, text=True, timeout=900)
+    for line in out.stdout.splitlines():
+        if line.startswith(("fatal:", "failed:")) and "=> " in line:
+            return out.returncode, str(json.loads(line.split("=> ", 1)[1]).get("msg", ""))
+    return out.returncode, "(no message) " + out.stdout[-3000:]
+
+
+def queue_total(host) -> int:
+    """total-jobs of the server (every put counts)."""
+    code = "import sys,greenstalk;print(greenstalk.Client((sys.argv[1],11300)).stats()['total-jobs'])"
+    return int(host.check_output(f"/opt/pi-job/venv/bin/python -c \"{code}\" {cluster_address(host)}"))
+
+
+def test_matmul_generate_on_workers_same_c(inventory_dir):
+    """generate_on_workers=true: only C moves, and C is bit-identical to the shipped run of the seed."""
+    with tempfile.TemporaryDirectory() as tmp:
+        common = ["-e", "n=256", "-e", "seed=8", "-e", "panel_rows=32"]
+        shipped_out, shipped = matmul_run(inventory_dir, tmp, *common)
+        print(shipped_out.stdout[-1500:])
+        assert shipped_out.returncode == 0 and shipped, shipped_out.stdout[-3000:] + shipped_out.stderr
+        made_out, made = matmul_run(inventory_dir, tmp, *common, "-e", "generate_on_workers=true")
+        print(made_out.stdout[-1500:])
+        assert made_out.returncode == 0 and made, made_out.stdout[-3000:] + made_out.stderr
+    print(f"\nn=256 seed 8: shipped sha256 {shipped['sha256'][:16]} ({shipped['bytes_moved']} bytes), "
+          f"generated on the workers {made['sha256'][:16]} ({made['bytes_moved']} bytes)")
+    assert made["generated_on_workers"] is True and shipped["generated_on_workers"] is False
+    assert made["sha256"] == shipped["sha256"]
+    assert made["bytes_moved"] == 256 * 256 * 8 < shipped["bytes_moved"]
+    assert made["verification"]["ok"] and shipped["verification"]["ok"]
+
+
+def test_matmul_run_id_names_a_new_run(inventory_dir, host):
+    """run_id with operands: a new run of that id; the same values again resume it (finished: the
+    same C); other values are refused with one line, exit 2, nothing queued."""
+    rid = f"mm-named-{os.getpid()}"
+    with tempfile.TemporaryDirectory() as tmp:
+        out, first = matmul_run(inventory_dir, tmp, "-e", f"run_id={rid}", "-e", "n=96", "-e", "dtype=int64")
+        print(out.stdout[-1500:])
+        assert out.returncode == 0 and first, out.stdout[-3000:] + out.stderr
+        assert first["run_id"] == rid and first["shape"] == [96, 96] and first["verification"]["ok"]
+        again_out, again = matmul_run(inventory_dir, tmp, "-e", f"run_id={rid}", "-e", "n=96", "-e", "dtype=int64")
+        assert again_out.returncode == 0 and again, again_out.stdout[-3000:]
+        assert again["sha256"] == first["sha256"]
+        before = queue_total(host)
+        rc, msg = fatal_msg(inventory_dir, "-e", f"run_id={rid}", "-e", "n=128", "-e", "dtype=int64",
+                            "-e", f"pi_run_results_dir={tmp}", "-e", "poll_interval=1")
+        print(f"\nrun_matmul.yml -e run_id={rid} -e n=128 (run exists with n=96): rc {rc}: {msg}")
+        assert rc == 2 and "\n" not in msg, msg
+        assert msg.startswith(f"run {rid} exists with other values: --size"), msg
+        assert queue_total(host) == before, "something was queued"
+
+
+def test_matmul_run_id_with_other_files_refused(inventory_dir, host):
+    """run_id of an existing file run with other files: one line before anything is copied or queued."""
+    rid = f"mm-files-{os.getpid()}"
+    with tempfile.TemporaryDirectory() as tmp:
+        rng = np.random.default_rng(3)
+        for name, shape in (("A", (40, 30)), ("B", (30, 20))):
+            np.save(Path(tmp) / f"{name}.npy", rng.integers(-9, 9, size=shape))
+        files = ["-e", f"a={tmp}/A.npy", "-e", f"b={tmp}/B.npy"]
+        out, first = matmul_run(inventory_dir, tmp, "-e", f"run_id={rid}", *files)
+        assert out.returncode == 0 and first and first["run_id"] == rid, out.stdout[-3000:] + out.stderr
+        copy = host.check_output(f"sha256sum /var/lib/pi-job/inputs/{rid}/B.npy")
+        np.save(Path(tmp) / "B.npy", rng.integers(-9, 9, size=(30, 20)))
+        before = queue_total(host)
+        rc, msg = fatal_msg(inventory_dir, "-e", f"run_id={rid}", *files, "-e", f"pi_run_results_dir={tmp}")
+        print(f"\nrun_matmul.yml -e run_id={rid} with another B.npy: rc {rc}: {msg}")
+        assert rc == 2 and "\n" not in msg, msg
+        assert msg.startswith(f"run {rid} exists with other operands: b={tmp}/B.npy is not the file"), msg
+        assert host.check_output(f"sha256sum /var/lib/pi-job/inputs/{rid}/B.npy") == copy, "the run's B was overwritten"
+        assert queue_total(host) == before, "something was queued"
