@@ -11,12 +11,20 @@ import os
 import signal
 import socket
 
+import greenstalk
 import pytest
 from conftest import Beanstalkd, Cluster, wait_for
 
 from pi_job import workloads
 from pi_job.core import logging_setup
-from pi_job.core.connection import Backoff, delete_all, parse_server, reserve_ready
+from pi_job.core.ahead import map_ahead
+from pi_job.core.connection import (
+    Backoff,
+    delete_all,
+    parse_server,
+    put_pipelined,
+    reserve_ready,
+)
 from pi_job.core.envelope import (
     Answer,
     InputRef,
@@ -84,6 +92,46 @@ def test_answer_roundtrip_and_pi_checks() -> None:
     for bad in [{**answer.value, "inside": 101}, {**answer.value, "darts": 99}, {"darts": 100}]:
         with pytest.raises(InvalidBodyError):
             pi.check_answer(params, 0, bad, b"")
+
+
+def test_pipelined_puts(beanstalkd: Beanstalkd) -> None:
+    with beanstalkd.client(use="t", watch="t") as client:
+        bodies = [b"%d\r\n%s" % (n, b"y" * (n * 997)) for n in range(50)]
+        for window in (1, 4, 100):
+            ids = list(put_pipelined(client, iter(bodies), window=window, priority=7, ttr=9))
+            assert len(ids) == 50 and ids == sorted(ids)
+            for job_id, body in zip(ids, bodies, strict=True):
+                assert client.peek(job_id).body == body
+                stats = client.stats_job(job_id)
+                assert (stats["pri"], stats["ttr"]) == (7, 9)
+            assert delete_all(client, ids) == []
+        # a refused put (body over the server's limit) raises where its id is due
+        limit = int(client.stats()["max-job-size"])
+        with pytest.raises(greenstalk.JobTooBigError):
+            list(put_pipelined(client, [b"a", b"z" * (limit + 1)], window=4))
+
+
+def test_map_ahead_keeps_order_and_bounds_the_lookahead() -> None:
+    started: list[int] = []
+
+    def work(item: int) -> int:
+        started.append(item)
+        return item * item
+
+    results = map_ahead(work, range(10), depth=2)
+    assert next(results) == 0
+    assert max(started) <= 2  # the next two at most, not the whole sequence
+    assert list(results) == [n * n for n in range(1, 10)]
+
+    def fails(item: int) -> int:
+        if item == 3:
+            raise RuntimeError("three")
+        return item
+
+    with pytest.raises(RuntimeError, match="three"):
+        list(map_ahead(fails, range(6), depth=2))
+    with pytest.raises(ValueError, match="depth"):
+        list(map_ahead(work, range(3), depth=0))
 
 
 def test_pipelined_reserve_and_delete(beanstalkd: Beanstalkd) -> None:

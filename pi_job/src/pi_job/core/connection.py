@@ -7,11 +7,12 @@ combines both into "give me a live client, waiting as long as it takes or until 
 Connection loss shows up as :class:`OSError` (``ConnectionError``, ``BrokenPipeError``,
 ``ConnectionResetError``, ``TimeoutError``): see :data:`CONNECTION_ERRORS`.
 
-greenstalk waits for each reply before it sends the next command, so every reserve and delete
-costs a round trip (and a wake-up of beanstalkd). :func:`reserve_ready` and :func:`delete_all`
-pipeline them instead: many commands in one write, then their replies in order, read from the
-client's own buffered reader (beanstalkd answers a connection's commands in order). They are
-what lets one master keep up with a thousand workers.
+greenstalk waits for each reply before it sends the next command, so every put, reserve and
+delete costs a round trip (and a wake-up of beanstalkd). :func:`reserve_ready`,
+:func:`delete_all` and :func:`put_pipelined` pipeline them instead: commands are sent without
+waiting, and their replies read in order from the client's own buffered reader (beanstalkd
+answers a connection's commands in order). They let one master keep up with a thousand
+workers, and keep beanstalkd busy storing one bulk body while the next is on its way.
 
 :class:`Client` is greenstalk's client without its copies of bulk bodies: greenstalk builds a
 put as one bytes object (the body formatted into the command, then the CRLF appended: two
@@ -38,7 +39,7 @@ import random
 import re
 import socket
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import BinaryIO, Final, TypeVar
 
@@ -217,6 +218,37 @@ def reserve_ready(
     return messages
 
 
+def put_pipelined(
+    client: greenstalk.Client[bytes],
+    bodies: Iterable[bytes],
+    *,
+    window: int,
+    priority: int = greenstalk.DEFAULT_PRIORITY,
+    ttr: int = greenstalk.DEFAULT_TTR,
+) -> Iterator[int]:
+    """Put each of ``bodies`` on the used tube with up to ``window`` puts awaiting their reply;
+    yield the new job ids in order. A reply other than ``INSERTED`` raises as greenstalk's
+    ``put`` does (``JOB_TOO_BIG``, ``DRAINING``, ...); the connection must then be dropped,
+    since later replies are still unread.
+    """
+    reader = client._reader
+    waiting = 0
+    for body in bodies:
+        head = b"put %d 0 %d %d\r\n" % (priority, ttr, len(body))
+        send_all(client._sock, (head, body, CRLF))
+        waiting += 1
+        if waiting >= window:
+            yield _inserted(reader.readline())
+            waiting -= 1
+    for _ in range(waiting):
+        yield _inserted(reader.readline())
+
+
+def _inserted(line: bytes) -> int:
+    (job_id,) = greenstalk._parse_response(_checked(line), b"INSERTED")
+    return int(job_id)
+
+
 def delete_all(client: greenstalk.Client[bytes], ids: list[int]) -> list[int]:
     """Delete the messages ``ids`` (held by this connection) in one pipelined write; return
     the ids the server did not find. Other replies raise as in :func:`reserve_ready`."""
@@ -234,11 +266,16 @@ def delete_all(client: greenstalk.Client[bytes], ids: list[int]) -> list[int]:
     return missing
 
 
-def _reply(line: bytes) -> list[bytes]:
-    """A reply line split into its words (raise ConnectionError on a torn or missing one)."""
+def _checked(line: bytes) -> bytes:
+    """``line`` if it is a whole reply line (raise ConnectionError on a torn or missing one)."""
     if not line.endswith(b"\r\n"):
         raise ConnectionError("connection to beanstalkd closed in a reply")
-    words = line.split()
+    return line
+
+
+def _reply(line: bytes) -> list[bytes]:
+    """A reply line split into its words (raise ConnectionError on a torn or missing one)."""
+    words = _checked(line).split()
     if not words:
         raise greenstalk.UnknownResponseError(b"", [])
     return words

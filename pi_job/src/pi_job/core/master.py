@@ -33,6 +33,7 @@ import greenstalk
 
 from pi_job import workloads
 from pi_job.core import argtypes, runlock
+from pi_job.core.ahead import map_ahead
 from pi_job.core.connection import (
     CONNECTION_ERRORS,
     Backoff,
@@ -42,6 +43,7 @@ from pi_job.core.connection import (
     close_quietly,
     connect,
     delete_all,
+    put_pipelined,
     reserve_ready,
 )
 from pi_job.core.envelope import (
@@ -79,6 +81,11 @@ a correctly signed job only when its computation fails, so a job buried again an
 buried (the run then stalls and ``pi-job status`` shows the reason); a job buried by an
 intruder (beanstalkd lets any client bury what it reserved) is computed after all."""
 PUSH_SYNC_EVERY: Final = 1000
+PUSH_WINDOW: Final = 4
+"""Puts sent before the reply of the first is read: beanstalkd stores one body (and writes it
+to its binlog) while the next is on its way, and small jobs cost no round trip each."""
+PUSH_AHEAD: Final = 2
+"""Bulk job bodies (workloads with ``prefetch``) built ahead in a thread while one is sent."""
 COMMIT_GROUP: Final = 256
 """Most answers journaled under one fsync (group commit)."""
 EXIT_STALLED: Final = 3
@@ -390,10 +397,15 @@ class RunMaster:
         return job.body == self.job_body(index)
 
     def _push(self, client: greenstalk.Client[bytes], indices: list[int]) -> None:
-        for count, index in enumerate(indices, 1):
-            job_id = client.put(
-                self.job_body(index), priority=self.plan.priority, ttr=self.plan.ttr
-            )
+        """Put the jobs ``indices`` and journal their ids (see :data:`PUSH_WINDOW`)."""
+        if self.workload.prefetch:  # bulk bodies: build the next ones while one is sent
+            bodies = map_ahead(self.job_body, indices, PUSH_AHEAD)
+        else:
+            bodies = map(self.job_body, indices)
+        ids = put_pipelined(
+            client, bodies, window=PUSH_WINDOW, priority=self.plan.priority, ttr=self.plan.ttr
+        )
+        for count, (index, job_id) in enumerate(zip(indices, ids, strict=True), 1):
             self.journal.pushed(index, job_id)
             if count % PUSH_SYNC_EVERY == 0:
                 self.journal.sync()
