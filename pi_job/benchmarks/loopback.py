@@ -86,10 +86,12 @@ def bare_loop(server: str, size: int, count: int, *, fast: bool = False) -> floa
     import greenstalk
 
     from pi_job.core.connection import connect, parse_server
+    from pi_job.core.heap import keep_freed_buffers
 
     host, port = server.rsplit(":", 1)
     body = os.urandom(size)
     if fast:
+        keep_freed_buffers()  # as the pi-job command does
         client = connect(parse_server(server), use="bare", watch="bare")
     else:
         client = greenstalk.Client((host, int(port)), encoding=None, use="bare", watch="bare")

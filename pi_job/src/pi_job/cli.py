@@ -12,7 +12,7 @@ from collections.abc import Callable
 from typing import NamedTuple, NoReturn
 
 from pi_job import __version__, plots, workloads
-from pi_job.core import logging_setup, master, runs, status, worker
+from pi_job.core import heap, logging_setup, master, runs, status, worker
 from pi_job.errors import PiJobError, UsageError
 from pi_job.workloads.pi import bench
 
@@ -87,6 +87,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     logging_setup.configure()
+    heap.keep_freed_buffers()  # process-wide: bulk bodies reuse freed memory
     handler: Callable[[argparse.Namespace], int] = args.handler
     try:
         return handler(args)

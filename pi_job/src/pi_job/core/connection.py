@@ -21,19 +21,13 @@ fresh megabytes cost more CPU than beanstalkd itself (4 MiB: about 7 ms per put 
 against 1 ms; ``pi_job/benchmarks/matmul.py``). It sends a body with ``sendmsg`` (command,
 body and CRLF from where they are) and reads it straight into the bytes it returns.
 
-Fresh megabytes are the other cost: glibc gives freed buffers of a few MiB back to the kernel,
-so every body read, hashed or joined faults its pages in again (about 270,000 page faults per
-matvec run of 512 MiB). :func:`connect` therefore asks glibc once per process (``mallopt``) to
-serve bodies up to the largest beanstalkd takes from the heap and to keep freed heap memory:
-the same buffers are reused run after run (11,000 faults; ``MALLOC_MMAP_THRESHOLD_`` and
-``MALLOC_TRIM_THRESHOLD_`` in the environment do the same).
+Fresh megabytes are the other cost of bulk bodies: see :mod:`pi_job.core.heap`, which the
+``pi-job`` command sets up once per process.
 """
 
 from __future__ import annotations
 
 import contextlib
-import ctypes
-import functools
 import logging
 import random
 import re
@@ -56,12 +50,6 @@ _ClientT = TypeVar("_ClientT", bound=greenstalk.Client[bytes])
 CRLF: Final = b"\r\n"
 _IOV_MAX: Final = 1024
 """Buffers per ``sendmsg`` (Linux's IOV_MAX)."""
-_M_TRIM_THRESHOLD: Final = -1
-_M_MMAP_THRESHOLD: Final = -3
-_MMAP_THRESHOLD: Final = 32 * 2**20
-"""Largest allocation served from the heap (glibc's maximum on 64-bit; bodies are smaller)."""
-_TRIM_THRESHOLD: Final = 256 * 2**20
-"""Free heap memory kept for reuse before glibc gives it back to the kernel."""
 
 _SERVER_RE: Final = re.compile(
     r"(?:\[(?P<v6>[0-9A-Fa-f:.]+)\]|(?P<host>[A-Za-z0-9_.-]+)):(?P<port>[0-9]{1,5})"
@@ -105,7 +93,6 @@ def connect(
     ``io_timeout`` bounds every later socket operation, so it must exceed the longest
     ``reserve`` timeout used on the client.
     """
-    keep_freed_buffers()
     sock = socket.create_connection((address.host, address.port), timeout=connect_timeout)
     try:
         sock.settimeout(io_timeout)
@@ -114,21 +101,6 @@ def connect(
     except BaseException:
         sock.close()
         raise
-
-
-@functools.cache
-def keep_freed_buffers() -> bool:
-    """Once per process: glibc's heap serves and keeps buffers of bulk bodies (see the module
-    doc). False where the C library has no ``mallopt`` (musl) or refuses the values."""
-    try:
-        libc = ctypes.CDLL(None)
-        mallopt = libc.mallopt
-    except (OSError, AttributeError):
-        return False
-    mallopt.argtypes = [ctypes.c_int, ctypes.c_int]
-    threshold = mallopt(_M_MMAP_THRESHOLD, _MMAP_THRESHOLD)
-    trim = mallopt(_M_TRIM_THRESHOLD, _TRIM_THRESHOLD)
-    return bool(threshold and trim)
 
 
 class Client(greenstalk.Client[bytes]):
