@@ -169,7 +169,7 @@ class ActionModule(ActionBase):
                 if exit_status == "2" and why.startswith("pi-job run: "):
                     # Values refused by the master before it queued anything (e.g. a run id
                     # that exists with other values): its own line, the run is unchanged.
-                    raise AnsibleActionFail(f"{why.removeprefix('pi-job run: ')} (exit 2)")
+                    raise AnsibleActionFail(f"{re.sub(r'^pi-job run: (error: )?', '', why)} (exit 2)")
                 self._fail(f"run {run_id} failed (exit {exit_status}): {why.removeprefix('pi-job run: ')}")
             elif active == "inactive":
                 if state.get("RESULT_FILE") == "1" and exit_status == "0":
