@@ -55,6 +55,7 @@ testinfra_hosts = [f"ansible://{SERVER}"]
 
 STUDENT = "pi-student"
 GUARD_TABLE = "pi_queue_guard"
+GUARD_PLAY = "molecule/chaos/guard.yml"
 FIREWALL_TABLE = "pi_beanstalkd"
 KEY = "/etc/pi-job/cluster.key"
 INTRUDER = Path(__file__).with_name("intruder.py")
@@ -228,6 +229,62 @@ def test_local_user_intruder_script_cannot_connect(student):
     print(f"\n{student} on {WORKERS[0]}: intruder.py: rc {out.rc}: {out.stdout.strip()}")
     assert out.rc == 3, out.stdout + out.stderr
     assert "ConnectionRefusedError" in out.stdout, out.stdout
+
+
+def guard_table(host) -> str | None:
+    """The node's loaded guard table without its counters (None when it is not loaded)."""
+    out = host.run(f"nft list table inet {GUARD_TABLE}")
+    return re.sub(r"counter packets \d+ bytes \d+", "counter", out.stdout) if out.rc == 0 else None
+
+
+def run_guard(name: str, enabled: bool) -> tuple[str, float]:
+    """Run the guard role alone on one node with pi_queue_guard_enabled; (output, seconds)."""
+    start = time.monotonic()
+    out = playbook(GUARD_PLAY, "-l", name, "-e", json.dumps({"pi_queue_guard_enabled": enabled}), timeout=600)
+    text = out.stdout + out.stderr
+    assert out.returncode == 0, text[-3000:]
+    return text, time.monotonic() - start
+
+
+def test_guard_disabled_removes_the_table_and_comes_back(student):
+    """pi_queue_guard_enabled: false on one worker: table, unit and file gone, the local user gets
+    through; true again: all back and the user refused. The node is left as it was."""
+    host = node(WORKERS[0])
+    addr = cluster_address(node(SERVER))
+    before = guard_table(host)
+    assert before is not None
+    unit, nft_file = "pi-queue-guard.service", f"/etc/nftables.d/{GUARD_TABLE}.nft"
+    try:
+        _, off_seconds = run_guard(WORKERS[0], False)
+        off = {
+            "table": guard_table(host),
+            "unit": host.run(f"systemctl is-enabled {unit}").stdout.strip(),
+            "files": host.run(f"ls /etc/systemd/system/{unit} {nft_file}").rc,
+            "student": probe(host, addr, student),
+        }
+        other = guard_table(node(WORKERS[1]))  # the play ran on one node only
+    finally:
+        on_text, on_seconds = run_guard(WORKERS[0], True)
+    after = {
+        "table": guard_table(host),
+        "unit": host.run(f"systemctl is-active {unit}").stdout.strip(),
+        "student": probe(host, addr, student),
+    }
+    print(f"\n{WORKERS[0]} guard off ({off_seconds:.0f} s): student {off['student']}; unit {off['unit'] or '-'};"
+          f" on again ({on_seconds:.0f} s): student {after['student']}")
+    assert off["table"] is None, off["table"]
+    assert off["unit"] in ("", "not-found"), off["unit"]
+    assert off["files"] != 0, "the unit or the table file is still there"
+    assert off["student"].startswith("OPEN OK"), off["student"]
+    assert other is not None, f"the guard of {WORKERS[1]} was removed too"
+    assert after["table"] == before, after["table"]
+    assert after["unit"] == "active", after["unit"]
+    assert after["student"].startswith("BLOCKED ConnectionRefusedError"), after["student"]
+    assert re.search(r"Install the oneshot unit that loads the table[^\n]*\n+changed: ", on_text), on_text[-3000:]
+    FIGURES["security"].append(
+        f"queue guard off on {WORKERS[0]} (pi_queue_guard_enabled: false, {off_seconds:.0f} s): table and unit gone,"
+        f" {student} connected; on again ({on_seconds:.0f} s): table back, {student} refused"
+    )
 
 
 # ----------------------------------------------------------------------------------------------

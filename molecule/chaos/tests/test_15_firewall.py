@@ -34,6 +34,8 @@ PLAY = "molecule/chaos/firewall.yml"
 TABLE = "pi_beanstalkd"
 NFT_FILE = f"/etc/nftables.d/{TABLE}.nft"
 UNIT = "pi-beanstalkd-firewall.service"
+GUARD_TABLE, GUARD_UNIT = "pi_queue_guard", "pi-queue-guard.service"
+BOTH_PLAY = "molecule/chaos/tables.yml"  # beanstalkd + pi_queue_guard in one play
 
 # Inside the lab's 172.30.70.0/24: .8/30 holds the server (.10) and worker1 (.11), not the outsider
 # (.20); the single addresses repeat what the subnet and the client list already hold.
@@ -115,9 +117,9 @@ class Watchers:
         )
 
 
-def table() -> str:
+def table(name: str = TABLE) -> str:
     """The loaded table without its counters (they move with the traffic)."""
-    out = node(SERVER).check_output(f"nft list table inet {TABLE}")
+    out = node(SERVER).check_output(f"nft list table inet {name}")
     return re.sub(r"counter packets \d+ bytes \d+", "counter", out)
 
 
@@ -287,4 +289,60 @@ def test_role_installs_nftables_and_restores_the_normal_value(normal_table):
     assert_outsider_blocked_workers_open()
     FIGURES["security"].append(
         f"nftables package removed: the role installed it again ({seconds:.0f} s play)"
+    )
+
+
+def test_one_play_reloads_each_changed_table(normal_table):
+    """beanstalkd's firewall and the queue guard both use pi_nft_table on the server: run in one
+    play, its handler reloads the unit whose file changed, and only that one.
+
+    A stray element (firewall) and a stray rule (guard) are added to the loaded tables; a stale
+    line is appended to the table files. A reload loads the file again: the stray item is gone.
+    """
+    server = node(SERVER)
+    guard_normal = table(GUARD_TABLE)
+    files = {TABLE: NFT_FILE, GUARD_TABLE: f"/etc/nftables.d/{GUARD_TABLE}.nft"}
+    stray = {
+        TABLE: f"nft add element inet {TABLE} clients4 '{{ 192.0.2.99 }}'",
+        GUARD_TABLE: f"nft add rule inet {GUARD_TABLE} output udp dport 9 counter",
+    }
+
+    def spoil(*names: str) -> None:
+        for name in (TABLE, GUARD_TABLE):
+            server.check_output(stray[name])
+        for name in names:
+            server.check_output(f"echo '# stale' >>{files[name]}")
+
+    def play() -> tuple[list[str], float]:
+        start = time.monotonic()
+        out = playbook(BOTH_PLAY, timeout=600)
+        text = out.stdout + out.stderr
+        assert out.returncode == 0, text[-3000:]
+        reloaded = re.findall(r"^changed: \[" + re.escape(SERVER) + r"\] => \(item=([^)]+)\)", text, re.MULTILINE)
+        return [u for u in reloaded if u in (UNIT, GUARD_UNIT)], time.monotonic() - start
+
+    try:
+        spoil(GUARD_TABLE)  # only the guard's file changes
+        only_guard, first = play()
+        fw_after, guard_after = table(), table(GUARD_TABLE)
+        spoil(TABLE, GUARD_TABLE)  # the firewall keeps its stray element from above: added again is fine
+        both, second = play()
+        print(f"\none play, guard file stale: reloaded {only_guard} ({first:.0f} s);"
+              f" both files stale: reloaded {both} ({second:.0f} s)")
+        assert only_guard == [GUARD_UNIT], only_guard
+        assert guard_after == guard_normal, guard_after
+        assert "192.0.2.99" in fw_after, "the firewall's table was reloaded though its file did not change"
+        assert sorted(both) == sorted([UNIT, GUARD_UNIT]), both
+        assert table(GUARD_TABLE) == guard_normal
+        assert table() == normal_table
+    finally:
+        server.run(f"nft delete element inet {TABLE} clients4 '{{ 192.0.2.99 }}'")
+        for path in files.values():
+            server.run(f"sed -i '/^# stale$/d' {path}")
+        if table(GUARD_TABLE) != guard_normal:
+            server.check_output(f"systemctl reload {GUARD_UNIT}")
+    assert_outsider_blocked_workers_open()
+    FIGURES["security"].append(
+        f"beanstalkd + pi_queue_guard in one play (pi_nft_table twice): guard file changed -> reloaded {only_guard};"
+        f" both changed -> reloaded {sorted(both)}"
     )
