@@ -4,6 +4,7 @@ import json
 import os
 import subprocess
 import tempfile
+import time
 from pathlib import Path
 
 import numpy as np
@@ -150,3 +151,33 @@ def test_matmul_run_id_with_other_files_refused(inventory_dir, host):
         assert msg.startswith(f"run {rid} exists with other operands: b={tmp}/B.npy is not the file"), msg
         assert host.check_output(f"sha256sum /var/lib/pi-job/inputs/{rid}/B.npy") == copy, "the run's B was overwritten"
         assert queue_total(host) == before, "something was queued"
+
+
+def test_matmul_run_id_live_master_other_values_refused(inventory_dir, host):
+    """run_id of a run whose master is live, with other values: one line, the live run is not
+    touched (its arguments stay, it ends with its own C)."""
+    rid = f"mm-live-{os.getpid()}"
+    unit = f"pi-run@{rid}.service"
+    with tempfile.TemporaryDirectory() as tmp:
+        env = dict(os.environ, ANSIBLE_CONFIG=str(REPO / "ansible.cfg"), ANSIBLE_FORCE_COLOR="0", NO_COLOR="1")
+        env.pop("ANSIBLE_ROLES_PATH", None)
+        first = subprocess.Popen(
+            ["ansible-playbook", str(REPO / "run_matmul.yml"), "-i", inventory_dir, "-e", f"run_id={rid}",
+             "-e", "n=4096", "-e", f"pi_run_results_dir={tmp}", "-e", "pi_run_report=false", "-e", "poll_interval=1"],
+            cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        try:
+            deadline = time.monotonic() + 120
+            while host.run(f"systemctl is-active {unit}").stdout.strip() != "active":
+                assert time.monotonic() < deadline and first.poll() is None, "the first run never went live"
+                time.sleep(0.5)
+            args = host.check_output(f"cat /var/lib/pi-job/runs/{rid}.env")
+            rc, msg = fatal_msg(inventory_dir, "-e", f"run_id={rid}", "-e", "n=1024", "-e", f"pi_run_results_dir={tmp}")
+            print(f"\nrun_matmul.yml -e run_id={rid} -e n=1024 while its master runs n=4096: rc {rc}: {msg}")
+            assert rc == 2 and "\n" not in msg, msg
+            assert msg.startswith(f"run {rid} is running with other arguments ("), msg
+            assert host.check_output(f"cat /var/lib/pi-job/runs/{rid}.env") == args, "the live run's arguments changed"
+        finally:
+            stdout, _ = first.communicate(timeout=900)
+        assert first.returncode == 0, stdout[-3000:]
+        summary = json.loads((Path(tmp) / f"{rid}.json").read_text())
+    assert summary["shape"] == [4096, 4096] and summary["verification"]["ok"]
