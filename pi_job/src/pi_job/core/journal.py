@@ -152,6 +152,31 @@ class Journal:
             raise CorruptJournalError(f"{path}: plan is for run {state.plan.run_id!r}")
         return cls(path, state)
 
+    @classmethod
+    def read_plan(cls, state_dir: Path, run_id: str) -> Plan | None:
+        """The plan of ``run_id`` without changing anything; ``None`` when it has no journal.
+
+        Reads the first line only: no lock, no repair of a torn last line, no file left open,
+        so it is safe beside a live master. Raises :class:`CorruptJournalError` like
+        :meth:`load` when that line is not a complete plan record of ``run_id``.
+        """
+        path = cls.path_for(state_dir, run_id)
+        try:
+            with path.open("rb") as handle:
+                first = handle.readline()
+        except FileNotFoundError:
+            return None
+        if not first.endswith(b"\n"):
+            raise CorruptJournalError(f"{path}: no plan record")
+        try:
+            line = first.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            raise CorruptJournalError(f"{path}:1: {exc}") from None
+        plan = _replay(path, [line]).plan
+        if plan.run_id != run_id:
+            raise CorruptJournalError(f"{path}: plan is for run {plan.run_id!r}")
+        return plan
+
     def close(self) -> None:
         """Flush and close the file."""
         self.sync()

@@ -165,22 +165,28 @@ def open_existing(options: RunOptions) -> Journal | None:
         workload = workloads.get(options.workload or workloads.DEFAULT)
         workload.parameters(options.args, 1)  # bad values fail here, before connecting
         return None
-    plan = journal.state.plan
-    workload = workloads.get(plan.workload)
-    clashes = []
-    if options.workload is not None and options.workload != plan.workload:
-        clashes.append(f"--workload {options.workload} (journal has {plan.workload})")
-    if options.seed is not None and options.seed != plan.seed:
-        clashes.append(f"--seed {options.seed} (journal has {plan.seed})")
     try:
-        clashes += workload.check_resume(plan.params, options.args)
+        refuse_other_values(journal.state.plan, options.workload, options.seed, options.args)
     except UsageError:
         journal.close()
         raise
-    if clashes:
-        journal.close()
-        raise UsageError(f"run {plan.run_id} exists with other values: {'; '.join(clashes)}")
     return journal
+
+
+def refuse_other_values(
+    plan: Plan, workload_name: str | None, seed: int | None, args: argparse.Namespace
+) -> None:
+    """Raise :class:`~pi_job.errors.UsageError` (one line) when the given values contradict
+    the journaled ``plan`` of a run (values not given are taken from the plan)."""
+    workload = workloads.get(plan.workload)
+    clashes = []
+    if workload_name is not None and workload_name != plan.workload:
+        clashes.append(f"--workload {workload_name} (journal has {plan.workload})")
+    if seed is not None and seed != plan.seed:
+        clashes.append(f"--seed {seed} (journal has {plan.seed})")
+    clashes += workload.check_resume(plan.params, args)
+    if clashes:
+        raise UsageError(f"run {plan.run_id} exists with other values: {'; '.join(clashes)}")
 
 
 def run_dir(state_dir: Path, run_id: str) -> Path:
@@ -718,7 +724,8 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
     add(
         "--check",
         action="store_true",
-        help="only check the values (and input files) of a new run, connect to nothing",
+        help="only check the values (and input files) of a new run, or with --run-id of a "
+        "journaled run the values against its journal; connect to, lock and write nothing",
     )
     add(
         "--stall-timeout",
@@ -763,6 +770,25 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
             log.warning("workload %s: its options are not available: %s", name, exc)
 
 
+def check_values(args: argparse.Namespace) -> int:
+    """``--check``: connect to nothing, lock nothing, write nothing; exit 0 or raise.
+
+    With ``--run-id`` of a journaled run the values are checked against its journal, as a real
+    start checks them (the same one-line refusal); otherwise as the values of a new run.
+    """
+    plan = None
+    if args.run_id is not None:
+        plan = Journal.read_plan(args.state_dir or default_state_dir(), args.run_id)
+    if plan is None:
+        workload = workloads.get(args.workload or workloads.DEFAULT)
+        name, params = workload.name, workload.parameters(args, 1)
+    else:
+        refuse_other_values(plan, args.workload, args.seed, args)
+        name, params = plan.workload, plan.params
+    print(f"pi-job run: {name} values are valid: {json.dumps(params)}")
+    return 0
+
+
 def command(args: argparse.Namespace) -> int:
     """Run ``pi-job run``; return the exit code (errors are mapped by the CLI)."""
     if args.resume is not None and args.run_id is not None and args.resume != args.run_id:
@@ -770,10 +796,7 @@ def command(args: argparse.Namespace) -> int:
     if args.workload is not None:
         workloads.get(args.workload)
     if args.check:
-        workload = workloads.get(args.workload or workloads.DEFAULT)
-        params = workload.parameters(args, 1)
-        print(f"pi-job run: {workload.name} values are valid: {json.dumps(params)}")
-        return 0
+        return check_values(args)
     options = RunOptions.from_args(args)
     try:
         summary = execute(options)
