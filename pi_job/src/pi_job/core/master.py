@@ -63,7 +63,7 @@ from pi_job.core.signing import INSECURE, Keyring, add_key_options, keyring_from
 from pi_job.core.summary import build_summary, iso_time, summary_lines, write_json_atomic
 from pi_job.errors import RunError, UsageError
 from pi_job.limits import MAX_PRIORITY, MAX_SEED, MAX_TTR, new_run_id
-from pi_job.workloads.base import Fold, Workload
+from pi_job.workloads.base import Fold, Prepared, Workload
 
 DEFAULT_TTR: Final = 60
 DEFAULT_STALL_TIMEOUT: Final = 60.0
@@ -622,6 +622,17 @@ def first_connect(options: RunOptions, tube: str) -> greenstalk.Client[bytes]:
     return client
 
 
+def unjournaled_inputs(journal: Journal, state_dir: Path) -> Prepared | None:
+    """The shared inputs to put for a run whose first master stopped after its plan but before
+    it journaled them (it puts them before its first push); ``None`` once anything was pushed."""
+    state = journal.state
+    if state.pushed or state.inputs:
+        return None
+    plan = state.plan
+    workload = workloads.get(plan.workload)
+    return workload.prepare(plan.params, plan.seed, run_dir(state_dir, plan.run_id))
+
+
 def execute(options: RunOptions) -> dict[str, Any]:
     """Run (or resume) a run to completion and return its summary."""
     runlock.hold(options.state_dir, options.resume or options.run_id)  # one master per run
@@ -673,6 +684,7 @@ def execute(options: RunOptions) -> dict[str, Any]:
             )
         else:
             log.info("resuming run %s", run_id)
+            prepared = unjournaled_inputs(journal, options.state_dir)
         log.info("run %s: %s", run_id, options.keyring.describe())
     except BaseException:
         close_quietly(client)
