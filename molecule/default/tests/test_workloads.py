@@ -123,13 +123,62 @@ def test_matmul_run_id_names_a_new_run(inventory_dir, host):
         again_out, again = matmul_run(inventory_dir, tmp, "-e", f"run_id={rid}", "-e", "n=96", "-e", "dtype=int64")
         assert again_out.returncode == 0 and again, again_out.stdout[-3000:]
         assert again["sha256"] == first["sha256"]
-        before = queue_total(host)
+        before, unit = queue_total(host), unit_state(host, rid)
         rc, msg = fatal_msg(inventory_dir, "-e", f"run_id={rid}", "-e", "n=128", "-e", "dtype=int64",
                             "-e", f"pi_run_results_dir={tmp}", "-e", "poll_interval=1")
         print(f"\nrun_matmul.yml -e run_id={rid} -e n=128 (run exists with n=96): rc {rc}: {msg}")
         assert rc == 2 and "\n" not in msg, msg
         assert msg.startswith(f"run {rid} exists with other values: --size"), msg
         assert queue_total(host) == before, "something was queued"
+        assert unit_state(host, rid) == unit, "the run's arguments, enablement or master changed"
+
+
+def unit_state(host, rid: str) -> dict[str, str]:
+    """What a refused start must leave alone: the run's env file, its unit's enablement, the
+    unit's last start (InvocationID) and the run's journal."""
+    unit = f"pi-run@{rid}.service"
+    return {
+        "env": host.check_output(f"cat /var/lib/pi-job/runs/{rid}.env"),
+        "enabled": host.run(f"systemctl is-enabled {unit}").stdout.strip(),
+        "invocation": host.check_output(f"systemctl show {unit} --property=InvocationID --value"),
+        "journal": host.check_output(f"sha256sum /var/lib/pi-job/{rid}.jsonl"),
+    }
+
+
+def test_matmul_run_id_stopped_run_other_values_refused(inventory_dir, host):
+    """run_id of a stopped run (its unit still enabled: it resumes at boot) with other values: one
+    line, checked against its journal on the master before anything is written: its arguments,
+    enablement and journal stay; run_id alone then resumes it to its own C."""
+    rid = f"mm-stopped-{os.getpid()}"
+    unit = f"pi-run@{rid}.service"
+    with tempfile.TemporaryDirectory() as tmp:
+        env = dict(os.environ, ANSIBLE_CONFIG=str(REPO / "ansible.cfg"), ANSIBLE_FORCE_COLOR="0", NO_COLOR="1")
+        env.pop("ANSIBLE_ROLES_PATH", None)
+        first = subprocess.Popen(
+            ["ansible-playbook", str(REPO / "run_matmul.yml"), "-i", inventory_dir, "-e", f"run_id={rid}",
+             "-e", "n=2048", "-e", f"pi_run_results_dir={tmp}", "-e", "pi_run_report=false", "-e", "poll_interval=1"],
+            cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        try:
+            deadline = time.monotonic() + 120
+            while not (host.run(f"systemctl is-active {unit}").stdout.strip() == "active"
+                       and host.file(f"/var/lib/pi-job/{rid}.jsonl").exists):
+                assert time.monotonic() < deadline and first.poll() is None, "the first run never went live"
+                time.sleep(0.5)
+            host.run(f"systemctl stop {unit}")  # stopped by hand: enabled, it resumes at boot
+        finally:
+            stdout, _ = first.communicate(timeout=300)
+        assert first.returncode != 0 and "is stopped, not finished" in stdout, stdout[-3000:]
+        stopped = unit_state(host, rid)
+        assert stopped["enabled"] == "enabled", stopped
+        rc, msg = fatal_msg(inventory_dir, "-e", f"run_id={rid}", "-e", "n=1024", "-e", f"pi_run_results_dir={tmp}")
+        print(f"\nrun_matmul.yml -e run_id={rid} -e n=1024 (stopped run of n=2048): rc {rc}: {msg}")
+        assert rc == 2 and "\n" not in msg, msg
+        assert msg.startswith(f"run {rid} exists with other values: --size"), msg
+        assert unit_state(host, rid) == stopped, "the stopped run's arguments, enablement or journal changed"
+        out, summary = matmul_run(inventory_dir, tmp, "-e", f"run_id={rid}")
+        assert out.returncode == 0 and summary, out.stdout[-3000:] + out.stderr
+    assert summary["run_id"] == rid and summary["shape"] == [2048, 2048] and summary["verification"]["ok"]
+    assert host.run(f"systemctl is-enabled {unit}").stdout.strip() == "disabled"  # finished
 
 
 def test_matmul_run_id_with_other_files_refused(inventory_dir, host):
