@@ -90,8 +90,8 @@ def bare_loop(server: str, size: int, count: int, *, fast: bool = False) -> floa
 
     host, port = server.rsplit(":", 1)
     body = os.urandom(size)
+    keep_freed_buffers()  # as the pi-job command does: both loops reuse freed buffers
     if fast:
-        keep_freed_buffers()  # as the pi-job command does
         client = connect(parse_server(server), use="bare", watch="bare")
     else:
         client = greenstalk.Client((host, int(port)), encoding=None, use="bare", watch="bare")
