@@ -34,16 +34,24 @@ PATHS = {
         ("/etc/pi-job/cluster.key", "chmod 0644 {p}"),
         ("/etc/profile.d/pi-job.sh", "echo 'export PI_REPAIR_DRIFT=1' >> {p}; chown nobody:nogroup {p}"),
         ("/var/lib/pi-job/runs", "chmod 0755 {p}"),
+        ("/opt/pi-job/wheels", "chmod 0700 {p}"),
         ("/etc/systemd/system/pi-run@.service", "chmod 0600 {p}"),
     ],
     "worker": [
         ("/etc/systemd/system/pi-worker@.service",
          f"printf '[Service]\\nEnvironment={DRIFT}\\n' >> {{p}}; chmod 0600 {{p}}"),
         ("/usr/local/libexec/pi-worker-status", "chmod 0700 {p}"),
+        ("/etc/systemd/system/pi-worker.slice", "echo '# drift' >> {p}"),
         ("/etc/pi-job/cluster.key", "chown root:nogroup {p}; chmod 0640 {p}"),
         ("/usr/local/bin/pi-job", "ln -sfn /bin/true {p}"),
     ],
 }
+
+# System accounts: (node, name, drift command); their passwd entry must come back.
+ACCOUNTS = [
+    ("server", "beanstalkd", "usermod -s /bin/sh beanstalkd"),
+    ("worker", "pi-worker-status", "usermod -s /bin/bash -c drifted pi-worker-status"),
+]
 
 # What site.yml writes there (checked before the drift, so "back as before" means "back right").
 EXPECTED = {
@@ -54,6 +62,8 @@ EXPECTED = {
     "/etc/pi-job/cluster.key": "600 root root",
     "/etc/profile.d/pi-job.sh": "644 root root",
     "/var/lib/pi-job/runs": "750 root root",
+    "/opt/pi-job/wheels": "755 root root",
+    "/etc/systemd/system/pi-worker.slice": "644 root root",
     "/etc/systemd/system/pi-run@.service": "644 root root",
     "/etc/systemd/system/pi-worker@.service": "644 root root",
     "/usr/local/libexec/pi-worker-status": "755 root root",
@@ -115,12 +125,14 @@ def test_site_repairs_drift_then_changes_nothing(nodes, inventory_dir):
              "worker": [last, "pi-worker.service"]}
 
     before = {(k, p): path_state(nodes[k], p) for k, items in PATHS.items() for p, _ in items}
+    before_accounts = {(k, a): nodes[k].check_output(f"getent passwd {a}") for k, a, _ in ACCOUNTS}
     before_units = {(k, u): unit_state(nodes[k], u) for k, us in units.items() for u in us}
     for (_, p), state in before.items():
         assert state.startswith(EXPECTED[p] + " "), f"{p} before the drift: {state}"
     assert before_units[("server", "beanstalkd.socket")] == "masked inactive", before_units
     assert before_units[("server", "beanstalkd.service")] == "enabled active", before_units
     assert before_units[("worker", last)] == "enabled active", before_units
+    assert before_units[("worker", "pi-worker.service")] == "enabled active", before_units
 
     # The drifted entries themselves (no directory contents), kept on the node to put back if
     # site.yml does not repair them: the lab stays usable for the other tests.
@@ -132,8 +144,10 @@ def test_site_repairs_drift_then_changes_nothing(nodes, inventory_dir):
         for k, items in PATHS.items():
             for p, cmd in items:
                 nodes[k].check_output(cmd.format(p=f"'{p}'"))
+        for k, _, cmd in ACCOUNTS:
+            nodes[k].check_output(cmd)
         server.check_output("systemctl unmask beanstalkd.socket && systemctl disable beanstalkd.service")
-        worker.check_output(f"systemctl disable --now {last}")
+        worker.check_output(f"systemctl disable --now {last} && systemctl disable pi-worker.service")
         for node in (server, worker):
             node.check_output("systemctl daemon-reload")
         # The drift is real: every item now differs, the drifted units are loaded.
@@ -150,6 +164,8 @@ def test_site_repairs_drift_then_changes_nothing(nodes, inventory_dir):
         after = {(k, p): path_state(nodes[k], p) for k, p in before}
         wrong = {f"{k}:{p}": (before[(k, p)], after[(k, p)]) for k, p in before if after[(k, p)] != before[(k, p)]}
         assert not wrong, f"not repaired (before, after): {wrong}"
+        after_accounts = {key: nodes[key[0]].check_output(f"getent passwd {key[1]}") for key in before_accounts}
+        assert after_accounts == before_accounts, after_accounts
         after_units = {key: unit_state(nodes[key[0]], key[1]) for key in before_units}
         assert after_units == before_units, after_units
         # The repaired unit files are the loaded ones (daemon-reload, restart), not only on disk.
@@ -173,7 +189,9 @@ def test_site_repairs_drift_then_changes_nothing(nodes, inventory_dir):
             for k in PATHS:
                 nodes[k].run(f"tar -C / -xpf {backup} && systemctl daemon-reload")
             server.run("systemctl mask beanstalkd.socket; systemctl enable beanstalkd.service")
-            worker.run(f"systemctl enable --now {last}")
+            worker.run(f"systemctl enable --now {last}; systemctl enable pi-worker.service")
+            server.run("usermod -s /usr/sbin/nologin beanstalkd")
+            worker.run("usermod -s /usr/sbin/nologin -c 'pi-worker.service status (reads unit states over D-Bus)' pi-worker-status")
             site(inventory_dir)
         for k in PATHS:
             nodes[k].run(f"rm -f {backup}")
