@@ -44,6 +44,8 @@ PATHS = {
         ("/etc/systemd/system/pi-worker.slice", "echo '# drift' >> {p}"),
         ("/etc/pi-job/cluster.key", "chown root:nogroup {p}; chmod 0640 {p}"),
         ("/usr/local/bin/pi-job", "ln -sfn /bin/true {p}"),
+        # pip's entry point, which the worker units run (the probe once trusted the wheel record).
+        ("/opt/pi-job/venv/bin/pi-job", "rm -f {p}"),
     ],
 }
 
@@ -64,6 +66,7 @@ EXPECTED = {
     "/var/lib/pi-job/runs": "750 root root",
     "/opt/pi-job/wheels": "755 root root",
     "/etc/systemd/system/pi-worker.slice": "644 root root",
+    "/opt/pi-job/venv/bin/pi-job": "755 root root",
     "/etc/systemd/system/pi-run@.service": "644 root root",
     "/etc/systemd/system/pi-worker@.service": "644 root root",
     "/usr/local/libexec/pi-worker-status": "755 root root",
