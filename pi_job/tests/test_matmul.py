@@ -220,15 +220,18 @@ def test_worker_prefetches_the_next_panel_and_releases_it_on_stop(
                             "--panel-rows", "8", "--seed", "9", "--run-id", "ahead")  # fmt: skip
     wait_for(lambda: results_in_journal(cluster, "ahead") >= 2, timeout=120)
 
-    def holds_two() -> bool:
+    def stopped_holding_two() -> bool:
+        """Freeze the worker; if it holds two jobs, SIGTERM reaches it in that state."""
         worker.send_signal(signal.SIGSTOP)
         try:
-            return int(beanstalkd.tube("pi.jobs").get("current-jobs-reserved", 0)) == 2
+            held = int(beanstalkd.tube("pi.jobs").get("current-jobs-reserved", 0))
+            if held == 2:
+                worker.send_signal(signal.SIGTERM)  # pending until SIGCONT
+            return held == 2
         finally:
             worker.send_signal(signal.SIGCONT)
 
-    wait_for(holds_two, timeout=60, interval=0.01)
-    worker.send_signal(signal.SIGTERM)
+    wait_for(stopped_holding_two, timeout=60, interval=0.01)
     assert worker.wait(30) == 0
     assert "released job" in cluster.log_of(worker)
     assert beanstalkd.tube("pi.jobs").get("current-jobs-reserved", 0) == 0
