@@ -13,13 +13,35 @@ from conftest import REPO, cluster_address
 testinfra_hosts = ["ansible://master"]
 
 
-def playbook(inventory_dir: str, name: str, *extra: str) -> subprocess.CompletedProcess:
+def playbook_env() -> dict[str, str]:
     env = dict(os.environ, ANSIBLE_CONFIG=str(REPO / "ansible.cfg"), ANSIBLE_FORCE_COLOR="0", NO_COLOR="1")
     env.pop("ANSIBLE_ROLES_PATH", None)
+    return env
+
+
+def playbook(inventory_dir: str, name: str, *extra: str) -> subprocess.CompletedProcess:
     return subprocess.run(
         ["ansible-playbook", str(REPO / name), "-i", inventory_dir, *extra],
-        check=False, cwd=REPO, env=env, capture_output=True, text=True, timeout=900,
+        check=False, cwd=REPO, env=playbook_env(), capture_output=True, text=True, timeout=900,
     )
+
+
+def start_live_run(inventory_dir: str, host, rid: str, n: int, results: str, *, journal: bool = False) -> subprocess.Popen:
+    """run_matmul.yml for run ``rid`` in the background; returns once its unit is active (and,
+    with ``journal``, its journal exists on the master)."""
+    unit = f"pi-run@{rid}.service"
+    first = subprocess.Popen(
+        ["ansible-playbook", str(REPO / "run_matmul.yml"), "-i", inventory_dir, "-e", f"run_id={rid}",
+         "-e", f"n={n}", "-e", f"pi_run_results_dir={results}", "-e", "pi_run_report=false", "-e", "poll_interval=1"],
+        cwd=REPO, env=playbook_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    deadline = time.monotonic() + 120
+    while not (host.run(f"systemctl is-active {unit}").stdout.strip() == "active"
+               and (not journal or host.file(f"/var/lib/pi-job/{rid}.jsonl").exists)):
+        if time.monotonic() >= deadline or first.poll() is not None:
+            first.kill()
+            raise AssertionError(f"the first run never went live: {first.communicate()[0][-3000:]}")
+        time.sleep(0.5)
+    return first
 
 
 def test_workloads_are_installed(host):
@@ -76,9 +98,7 @@ def matmul_run(inventory_dir: str, results: str, *extra: str) -> tuple[subproces
 
 def fatal_msg(inventory_dir: str, *extra: str) -> tuple[int, str]:
     """run_matmul.yml that must fail: its exit code and the failed task's message (JSON results)."""
-    env = dict(os.environ, ANSIBLE_CONFIG=str(REPO / "ansible.cfg"), ANSIBLE_FORCE_COLOR="0", NO_COLOR="1",
-               ANSIBLE_CALLBACK_RESULT_FORMAT="json")
-    env.pop("ANSIBLE_ROLES_PATH", None)
+    env = dict(playbook_env(), ANSIBLE_CALLBACK_RESULT_FORMAT="json")
     out = subprocess.run(["ansible-playbook", str(REPO / "run_matmul.yml"), "-i", inventory_dir, *extra],
                          check=False, cwd=REPO, env=env, capture_output=True, text=True, timeout=900)
     for line in out.stdout.splitlines():
@@ -152,18 +172,8 @@ def test_matmul_run_id_stopped_run_other_values_refused(inventory_dir, host):
     rid = f"mm-stopped-{os.getpid()}"
     unit = f"pi-run@{rid}.service"
     with tempfile.TemporaryDirectory() as tmp:
-        env = dict(os.environ, ANSIBLE_CONFIG=str(REPO / "ansible.cfg"), ANSIBLE_FORCE_COLOR="0", NO_COLOR="1")
-        env.pop("ANSIBLE_ROLES_PATH", None)
-        first = subprocess.Popen(
-            ["ansible-playbook", str(REPO / "run_matmul.yml"), "-i", inventory_dir, "-e", f"run_id={rid}",
-             "-e", "n=2048", "-e", f"pi_run_results_dir={tmp}", "-e", "pi_run_report=false", "-e", "poll_interval=1"],
-            cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        first = start_live_run(inventory_dir, host, rid, 2048, tmp, journal=True)
         try:
-            deadline = time.monotonic() + 120
-            while not (host.run(f"systemctl is-active {unit}").stdout.strip() == "active"
-                       and host.file(f"/var/lib/pi-job/{rid}.jsonl").exists):
-                assert time.monotonic() < deadline and first.poll() is None, "the first run never went live"
-                time.sleep(0.5)
             host.run(f"systemctl stop {unit}")  # stopped by hand: enabled, it resumes at boot
         finally:
             stdout, _ = first.communicate(timeout=300)
@@ -206,19 +216,9 @@ def test_matmul_run_id_live_master_other_values_refused(inventory_dir, host):
     """run_id of a run whose master is live, with other values: one line, the live run is not
     touched (its arguments stay, it ends with its own C)."""
     rid = f"mm-live-{os.getpid()}"
-    unit = f"pi-run@{rid}.service"
     with tempfile.TemporaryDirectory() as tmp:
-        env = dict(os.environ, ANSIBLE_CONFIG=str(REPO / "ansible.cfg"), ANSIBLE_FORCE_COLOR="0", NO_COLOR="1")
-        env.pop("ANSIBLE_ROLES_PATH", None)
-        first = subprocess.Popen(
-            ["ansible-playbook", str(REPO / "run_matmul.yml"), "-i", inventory_dir, "-e", f"run_id={rid}",
-             "-e", "n=4096", "-e", f"pi_run_results_dir={tmp}", "-e", "pi_run_report=false", "-e", "poll_interval=1"],
-            cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        first = start_live_run(inventory_dir, host, rid, 4096, tmp)
         try:
-            deadline = time.monotonic() + 120
-            while host.run(f"systemctl is-active {unit}").stdout.strip() != "active":
-                assert time.monotonic() < deadline and first.poll() is None, "the first run never went live"
-                time.sleep(0.5)
             args = host.check_output(f"cat /var/lib/pi-job/runs/{rid}.env")
             rc, msg = fatal_msg(inventory_dir, "-e", f"run_id={rid}", "-e", "n=1024", "-e", f"pi_run_results_dir={tmp}")
             print(f"\nrun_matmul.yml -e run_id={rid} -e n=1024 while its master runs n=4096: rc {rc}: {msg}")
