@@ -278,3 +278,26 @@ def test_resume_with_the_runs_own_operands_is_no_clash() -> None:
         assert workload.check_resume(params, other) == [
             f"--{opt} (the run's operands are fixed)" for opt in clashes
         ]
+
+
+def test_bulk_jobs_are_pushed_in_a_bounded_window(cluster: Cluster, beanstalkd: Beanstalkd) -> None:
+    """A bulk run keeps few unanswered panels on the server: 8 until the first answer (so B goes
+    out first), then at most 64; more are pushed as answers come, and C is exact."""
+    master = cluster.master("--workload", "matmul", "--size", "600", "--dtype", "int64",
+                            "--panel-rows", "3", "--seed", "4", "--run-id", "window")  # fmt: skip
+
+    def queued() -> int:
+        stats = beanstalkd.tube("pi.jobs")
+        return sum(int(stats.get(f"current-jobs-{s}", 0)) for s in ("ready", "reserved"))
+
+    wait_for(lambda: queued() == 8, timeout=60)
+    assert queued() == 8 and int(beanstalkd.tube("pi.jobs")["total-jobs"]) == 8  # no worker yet
+    cluster.worker()
+    peak = 0
+    while master.poll() is None:
+        peak = max(peak, queued())
+    code, out = cluster.finish(master)
+    assert code == 0, cluster.log_of(master)
+    assert 8 <= peak <= 64 and int(beanstalkd.tube("pi.jobs").get("total-jobs", 200)) == 200
+    a, b, c = product_of(cluster, "window")
+    assert np.array_equal(c, a @ b) and json.loads(out)["jobs"] == 200

@@ -192,7 +192,7 @@ def reserve_ready(
 
 def put_pipelined(
     client: greenstalk.Client[bytes],
-    bodies: Iterable[bytes],
+    bodies: Iterable[bytes | memoryview],
     *,
     window: int,
     priority: int = greenstalk.DEFAULT_PRIORITY,
@@ -206,7 +206,7 @@ def put_pipelined(
     reader = client._reader
     waiting = 0
     for body in bodies:
-        head = b"put %d 0 %d %d\r\n" % (priority, ttr, len(body))
+        head = b"put %d 0 %d %d\r\n" % (priority, ttr, memoryview(body).nbytes)
         send_all(client._sock, (head, body, CRLF))
         waiting += 1
         if waiting >= window:

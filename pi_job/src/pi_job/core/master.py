@@ -86,6 +86,13 @@ PUSH_WINDOW: Final = 4
 to its binlog) while the next is on its way, and small jobs cost no round trip each."""
 PUSH_AHEAD: Final = 2
 """Bulk job bodies (workloads with ``prefetch``) built ahead in a thread while one is sent."""
+BULK_WINDOW_START: Final = 8
+BULK_WINDOW: Final = 64
+BULK_WINDOW_PER_WORKER: Final = 3
+"""Bulk workloads (``prefetch``) keep a bounded number of unanswered jobs on the server and push
+more as answers come: until the run's first answer at most max(8, 2 x connected workers), so
+that the shared inputs (B) reach the workers before all of A is queued behind them; then at most
+max(64, 3 x connected workers), so beanstalkd holds a few hundred MiB of panels, not all of A."""
 COMMIT_GROUP: Final = 256
 """Most answers journaled under one fsync (group commit)."""
 EXIT_STALLED: Final = 3
@@ -252,6 +259,7 @@ class RunMaster:
                 if len(state.results) != done:  # rejected and duplicate answers are no progress
                     done = len(state.results)
                     last_activity = last_check = now
+                    self._top_up(client)
                 elif now - last_check >= min(IDLE_CHECK_SECONDS, self.options.stall_timeout):
                     last_check = now
                     if self._jobs_gone(client):
@@ -313,10 +321,12 @@ class RunMaster:
         try:
             for name, data in sorted(inputs.items()):
                 view = memoryview(data)
-                ids = [
-                    client.put(bytes(view[at : at + limit]), priority=MAX_PRIORITY, ttr=MAX_TTR)
-                    for at in range(0, max(1, len(data)), limit)
-                ]
+                chunks = (view[at : at + limit] for at in range(0, max(1, len(data)), limit))
+                ids = list(
+                    put_pipelined(
+                        client, chunks, window=PUSH_WINDOW, priority=MAX_PRIORITY, ttr=MAX_TTR
+                    )
+                )
                 digest = hashlib.sha256(data).hexdigest()
                 self.journal.input(name, InputRef(tuple(ids), digest, len(data)))
                 log.info(
@@ -392,8 +402,36 @@ class RunMaster:
                 self.plan.run_id,
                 lost,
             )
+        window = self._window()
+        if window is not None:  # the lost ones again, and new ones up to the window
+            again = [index for index in todo if index in state.pushed]
+            queued = len(state.missing()) - len(todo)
+            fresh = [index for index in todo if index not in state.pushed]
+            todo = sorted(again + fresh[: max(0, window - queued - len(again))])
         self._push(client, todo)
+        if todo:
+            log.info("run %s: pushed %d jobs to %s", self.plan.run_id, len(todo), JOBS_TUBE)
         return len(todo)
+
+    def _window(self) -> int | None:
+        """Most unanswered jobs on the server (None: all of them, for compute-only workloads)."""
+        if not self.workload.prefetch:
+            return None
+        workers = self._workers or 0
+        if not self.journal.state.results:
+            return max(BULK_WINDOW_START, 2 * workers)
+        return max(BULK_WINDOW, BULK_WINDOW_PER_WORKER * workers)
+
+    def _top_up(self, client: greenstalk.Client[bytes]) -> None:
+        """Push jobs never pushed, up to the window (bulk workloads), as answers come in."""
+        window = self._window()
+        if window is None:
+            return
+        state = self.journal.state
+        missing = state.missing()
+        waiting = sum(1 for index in missing if index in state.pushed)
+        fresh = [index for index in missing if index not in state.pushed]
+        self._push(client, fresh[: max(0, window - waiting)])
 
     def _still_queued(self, client: greenstalk.Client[bytes], index: int, job_id: int) -> bool:
         try:
@@ -404,6 +442,8 @@ class RunMaster:
 
     def _push(self, client: greenstalk.Client[bytes], indices: list[int]) -> None:
         """Put the jobs ``indices`` and journal their ids (see :data:`PUSH_WINDOW`)."""
+        if not indices:
+            return
         if self.workload.prefetch:  # bulk bodies: build the next ones while one is sent
             bodies = map_ahead(self.job_body, indices, PUSH_AHEAD)
         else:
@@ -416,8 +456,6 @@ class RunMaster:
             if count % PUSH_SYNC_EVERY == 0:
                 self.journal.sync()
         self.journal.sync()
-        if indices:
-            log.info("run %s: pushed %d jobs to %s", self.plan.run_id, len(indices), JOBS_TUBE)
 
     # -- collect ---------------------------------------------------------------------------
     def _drain(self, client: greenstalk.Client[bytes]) -> int:
@@ -487,9 +525,12 @@ class RunMaster:
         :data:`MAX_KICKS` times per job and session); one whose body is not ours is gone.
         """
         state = self.journal.state
+        windowed = self._window() is not None
         for index in state.missing():
             job_id = state.pushed.get(index)
             if job_id is None:
+                if windowed:  # not pushed yet: it waits for room in the window
+                    continue
                 return True
             try:
                 buried = client.stats_job(job_id)["state"] == "buried"
