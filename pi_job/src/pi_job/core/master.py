@@ -7,7 +7,8 @@ reconnect:
 1. drain the ready answers of the run's results tube into the journal;
 2. peek every pushed-but-not-done job id: present with our body => queued or running;
 3. absent => maybe it just finished, so drain the answers again;
-4. push the jobs still missing, and those never pushed.
+4. push the jobs still missing, and those never pushed (for bulk workloads, only as many new
+   ones as the window allows: see :data:`BULK_WINDOW`; the rest follow as answers come).
 
 So nothing that is queued, running or done is pushed twice. Each job index is folded at most
 once; later answers for it are journaled as duplicates and dropped; answers that do not fit the
