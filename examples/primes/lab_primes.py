@@ -7,7 +7,7 @@ from typing import Any
 
 import numpy as np
 from pi_job.core import argtypes
-from pi_job.core.envelope import InvalidBodyError, check_exact_keys, int_field
+from pi_job.core.envelope import InvalidBodyError, Payload, check_exact_keys, int_field
 from pi_job.errors import RunError, UsageError
 from pi_job.workloads.base import Fold, JobContext, Prepared, Workload
 
@@ -33,7 +33,7 @@ class Primes(Workload):
         start, size = index * params["segment"], params["segment"]
         return {"start": start, "stop": min(params["below"], start + size)}, b""
 
-    def compute(self, spec: dict[str, Any], payload: bytes, context: JobContext) -> Any:
+    def compute(self, spec: dict[str, Any], payload: Payload, context: JobContext) -> Any:
         check_exact_keys(spec, frozenset({"start", "stop"}), "spec")
         start, stop = int_field(spec, "start", 0, LIMIT), int_field(spec, "stop", 1, LIMIT)
         if stop <= start or stop - start > SEGMENT:
@@ -46,12 +46,14 @@ class Primes(Workload):
                 small[p * p :: p] = False
         sieve = np.ones(stop - start, dtype=bool)  # then the segment, by those primes
         sieve[: max(0, 2 - start)] = False
-        for p in np.flatnonzero(small):
+        for p in np.flatnonzero(small).tolist():
             first = max(p * p, -(-start // p) * p)
             sieve[first - start :: p] = False
         return {"start": start, "count": int(sieve.sum())}, b""
 
-    def check_answer(self, params: dict[str, Any], index: int, value: Any, payload: bytes) -> None:
+    def check_answer(
+        self, params: dict[str, Any], index: int, value: Any, payload: Payload
+    ) -> None:
         check_exact_keys(value, frozenset({"start", "count"}), "answer")
         if value["start"] != index * params["segment"] or payload:
             raise InvalidBodyError(f"answer for segment {value['start']} in job {index}")

@@ -134,6 +134,27 @@ class Client(greenstalk.Client[bytes]):
         """A body of ``size`` bytes and its CRLF, read without a copy of the body."""
         return read_body(self._reader, size)
 
+    def peek_into(self, job_id: int, buffer: memoryview) -> int:
+        """``peek`` message ``job_id`` and read its body into the start of ``buffer`` (no
+        bytes object of its own: a shared input's chunks land where they belong); return its
+        size. A body larger than ``buffer`` raises :class:`ValueError` once it has been read
+        past (the connection stays usable). ``NotFoundError`` as greenstalk's ``peek``."""
+        self._sock.sendall(b"peek %d\r\n" % job_id)
+        _, size_text = greenstalk._parse_response(self._reader.readline(), b"FOUND")
+        size = int(size_text)
+        if size > buffer.nbytes:
+            read_body(self._reader, size)
+            raise ValueError(f"message {job_id} has {size} bytes, room for {buffer.nbytes}")
+        view, got = buffer[:size], 0
+        while got < size:
+            count = self._reader.readinto(view[got:])
+            if not count:
+                raise ConnectionError("torn message body from beanstalkd")
+            got += count
+        if self._reader.read(2) != CRLF:
+            raise ConnectionError("torn message body from beanstalkd")
+        return size
+
 
 def read_body(reader: BinaryIO, size: int) -> bytes:
     """Read a ``size``-byte body and the CRLF after it (a torn one raises ConnectionError)."""
@@ -190,24 +211,30 @@ def reserve_ready(
     return messages
 
 
+Buffer = bytes | memoryview
+"""Bytes to send as they are (``sendmsg`` takes any contiguous buffer)."""
+
+
 def put_pipelined(
     client: greenstalk.Client[bytes],
-    bodies: Iterable[bytes | memoryview],
+    bodies: Iterable[Buffer | tuple[Buffer, ...]],
     *,
     window: int,
     priority: int = greenstalk.DEFAULT_PRIORITY,
     ttr: int = greenstalk.DEFAULT_TTR,
 ) -> Iterator[int]:
     """Put each of ``bodies`` on the used tube with up to ``window`` puts awaiting their reply;
-    yield the new job ids in order. A reply other than ``INSERTED`` raises as greenstalk's
+    yield the new job ids in order. A body given as a tuple of parts is sent as their
+    concatenation, without joining them. A reply other than ``INSERTED`` raises as greenstalk's
     ``put`` does (``JOB_TOO_BIG``, ``DRAINING``, ...); the connection must then be dropped,
     since later replies are still unread.
     """
     reader = client._reader
     waiting = 0
     for body in bodies:
-        head = b"put %d 0 %d %d\r\n" % (priority, ttr, memoryview(body).nbytes)
-        send_all(client._sock, (head, body, CRLF))
+        parts = body if isinstance(body, tuple) else (body,)
+        size = sum(memoryview(part).nbytes for part in parts)
+        send_all(client._sock, (b"put %d 0 %d %d\r\n" % (priority, ttr, size), *parts, CRLF))
         waiting += 1
         if waiting >= window:
             yield _inserted(reader.readline())

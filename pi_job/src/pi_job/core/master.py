@@ -53,6 +53,7 @@ from pi_job.core.envelope import (
     InputRef,
     InvalidBodyError,
     Job,
+    Payload,
     data_tube,
     decode_answer,
     results_tube,
@@ -364,6 +365,10 @@ class RunMaster:
     # -- reconcile and push ----------------------------------------------------------------
     def job_body(self, index: int) -> bytes:
         """The body of job ``index`` (the same bytes every time)."""
+        return b"".join(self.job_parts(index))
+
+    def job_parts(self, index: int) -> tuple[bytes, Payload]:
+        """The body of job ``index`` as (header line, payload): pushed without a join."""
         spec, payload = self.workload.job(self.plan.params, self.plan.seed, self.run_dir, index)
         return Job(
             run=self.plan.run_id,
@@ -373,7 +378,7 @@ class RunMaster:
             payload=payload,
             inputs=dict(self.journal.state.inputs),
             nonce=self.nonce,
-        ).encode(self.options.keyring)
+        ).encode_parts(self.options.keyring)
 
     def reconcile(self) -> int:
         """Bring queue and journal in line (see the module doc); return the jobs pushed."""
@@ -446,9 +451,9 @@ class RunMaster:
         if not indices:
             return
         if self.workload.prefetch:  # bulk bodies: build the next ones while one is sent
-            bodies = map_ahead(self.job_body, indices, PUSH_AHEAD)
+            bodies = map_ahead(self.job_parts, indices, PUSH_AHEAD)
         else:
-            bodies = map(self.job_body, indices)
+            bodies = map(self.job_parts, indices)
         ids = put_pipelined(
             client, bodies, window=PUSH_WINDOW, priority=self.plan.priority, ttr=self.plan.ttr
         )

@@ -40,7 +40,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final, Literal
 
-from pi_job.core.envelope import InvalidBodyError
+from pi_job.core.envelope import InvalidBodyError, Payload
 from pi_job.errors import UsageError
 
 Kind = Literal["job", "answer"]
@@ -78,7 +78,7 @@ def canonical(header: Mapping[str, Any]) -> bytes:
     ).encode("ascii")
 
 
-def payload_digest(payload: bytes) -> bytes:
+def payload_digest(payload: Payload) -> bytes:
     """SHA-256 of a payload (the constant of the empty payload is not recomputed)."""
     return hashlib.sha256(payload).digest() if payload else _EMPTY_DIGEST
 
@@ -107,13 +107,13 @@ class Keyring:
         ids = ", ".join(key_id(key) for key in self.keys)
         return f"cluster key from {self.source} (kid {ids})"
 
-    def mac(self, kind: Kind, head: bytes, payload: bytes, key_index: int = 0) -> str:
+    def mac(self, kind: Kind, head: bytes, payload: Payload, key_index: int = 0) -> str:
         """Hex MAC of a body whose canonical header (without ``mac``) is ``head``."""
         message = b"".join((DOMAINS[kind], head, b"\0", payload_digest(payload)))
         return hmac.digest(self.keys[key_index], message, "sha256").hex()
 
     def seal(
-        self, kind: Kind, header: Mapping[str, Any], payload: bytes, key_index: int = 0
+        self, kind: Kind, header: Mapping[str, Any], payload: Payload, key_index: int = 0
     ) -> bytes:
         """The body's header line: canonical JSON with the ``mac`` field appended."""
         head = canonical(header)
@@ -123,7 +123,7 @@ class Keyring:
         return head[:-1] + b',"mac":"' + tag.encode("ascii") + b'"}'
 
     def verify(
-        self, kind: Kind, header: dict[str, Any], payload: bytes, line: bytes | None = None
+        self, kind: Kind, header: dict[str, Any], payload: Payload, line: bytes | None = None
     ) -> int:
         """Check and remove the ``mac`` of a decoded header; return the index of the key.
 

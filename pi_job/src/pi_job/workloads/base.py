@@ -9,6 +9,8 @@ envelope. A workload only knows about the work:
 2. :meth:`Workload.prepare`: the run's shared inputs (sent once per worker, not per job) and
    the number of jobs;
 3. :meth:`Workload.job`: the spec (a small JSON object) and payload (bytes) of job ``index``;
+   payloads and shared inputs come back as :data:`Payload` (bytes, or a read-only memoryview
+   of the body they came in: no copy of the megabytes);
 4. :meth:`Workload.compute`: a pure function of the job and the run's inputs, on a worker;
 5. :meth:`Workload.fold`: a :class:`Fold` that takes each job's answer once, as it arrives, in
    bounded memory, then verifies the result and adds its keys and lines to the summary.
@@ -22,6 +24,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar, Final, Protocol
+
+from pi_job.core.envelope import Payload
 
 MAX_BODY: Final = 2**30
 """Largest body beanstalkd can take at all (its -z limit), when the server's is not known yet."""
@@ -43,7 +47,7 @@ class JobContext(Protocol):
     chunk: int | None
     """The step size asked for on the worker's command line (``--chunk-darts``), if any."""
 
-    def input(self, name: str) -> bytes:
+    def input(self, name: str) -> Payload:
         """The run's shared input ``name`` (fetched once per worker and run, then cached)."""
         ...
 
@@ -55,7 +59,7 @@ class JobContext(Protocol):
 class Fold(ABC):
     """Folds the answers of one run into its result; each job index arrives once."""
 
-    def add(self, job: int, value: dict[str, Any], payload: bytes) -> None:
+    def add(self, job: int, value: dict[str, Any], payload: Payload) -> None:
         """Take the answer of job ``job`` (checked by :meth:`Workload.check_answer`).
 
         Anything written to disk must be durable when this returns: the master journals the
@@ -127,8 +131,8 @@ class Workload(ABC):
 
     @abstractmethod
     def compute(
-        self, spec: dict[str, Any], payload: bytes, context: JobContext
-    ) -> tuple[dict[str, Any], bytes]:
+        self, spec: dict[str, Any], payload: Payload, context: JobContext
+    ) -> tuple[dict[str, Any], Payload]:
         """Do job ``spec`` on a worker; return the answer's value and payload.
 
         Raise :class:`~pi_job.core.envelope.InvalidBodyError` for a spec or payload that is
@@ -137,7 +141,7 @@ class Workload(ABC):
 
     @abstractmethod
     def check_answer(
-        self, params: dict[str, Any], index: int, value: dict[str, Any], payload: bytes
+        self, params: dict[str, Any], index: int, value: dict[str, Any], payload: Payload
     ) -> None:
         """On the master: raise InvalidBodyError unless the answer fits job ``index``."""
 

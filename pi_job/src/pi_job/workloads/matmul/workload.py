@@ -24,7 +24,7 @@ import numpy as np
 import numpy.typing as npt
 
 from pi_job.core import argtypes
-from pi_job.core.envelope import InvalidBodyError, check_exact_keys, int_field
+from pi_job.core.envelope import InvalidBodyError, Payload, check_exact_keys, int_field
 from pi_job.errors import RunError, UsageError
 from pi_job.limits import MAX_JOBS, MAX_SEED
 from pi_job.workloads.base import MAX_BODY, Fold, JobContext, Prepared, Workload
@@ -228,9 +228,10 @@ class MatMul(Workload):
         return spec, payload
 
     def compute(
-        self, spec: dict[str, Any], payload: bytes, context: JobContext
-    ) -> tuple[dict[str, Any], bytes]:
-        """One panel of C, with numpy (one BLAS thread per worker instance)."""
+        self, spec: dict[str, Any], payload: Payload, context: JobContext
+    ) -> tuple[dict[str, Any], Payload]:
+        """One panel of C, with numpy (one BLAS thread per worker instance); the answer's
+        payload is the product's own memory (``tobytes`` would copy it)."""
         generated = "seed" in spec
         check_exact_keys(spec, _SPEC_KEYS | {"seed"} if generated else _SPEC_KEYS, "spec")
         if spec["dtype"] not in operands.DTYPES:
@@ -244,9 +245,7 @@ class MatMul(Workload):
                 raise InvalidBodyError("a job generated on the worker has no payload")
             seed = int_field(spec, "seed", 0, MAX_SEED)
             a = operands.generate_rows(seed, 0, start, stop, k, dtype.name)
-            return {"rows": [start, stop]}, (
-                a @ self._generated_b(seed, k, n, dtype.name)
-            ).tobytes()
+            return {"rows": [start, stop]}, _bytes(a @ self._generated_b(seed, k, n, dtype.name))
         if len(payload) != (stop - start) * k * dtype.itemsize:
             raise InvalidBodyError(
                 f"payload of {len(payload)} bytes for a {stop - start} x {k} panel"
@@ -256,7 +255,7 @@ class MatMul(Workload):
             raise InvalidBodyError(f"input B of {len(b_bytes)} bytes is not {k} x {n} {dtype}")
         a = np.frombuffer(payload, dtype=dtype).reshape(stop - start, k)
         b = np.frombuffer(b_bytes, dtype=dtype).reshape(k, n)
-        return {"rows": [start, stop]}, (a @ b).tobytes()
+        return {"rows": [start, stop]}, _bytes(a @ b)
 
     @staticmethod
     @functools.lru_cache(maxsize=1)
@@ -267,7 +266,7 @@ class MatMul(Workload):
         return b
 
     def check_answer(
-        self, params: dict[str, Any], index: int, value: dict[str, Any], payload: bytes
+        self, params: dict[str, Any], index: int, value: dict[str, Any], payload: Payload
     ) -> None:
         """The planned rows and the right number of bytes."""
         check_exact_keys(value, _VALUE_KEYS, "answer")
@@ -354,7 +353,7 @@ class MatMulFold(Fold):
         self.write_seconds = 0.0
         """Time spent writing and syncing panels (the master's share of a run)."""
 
-    def add(self, job: int, value: dict[str, Any], payload: bytes) -> None:
+    def add(self, job: int, value: dict[str, Any], payload: Payload) -> None:
         """Write the panel at its offset (one copy, into the page cache) and sync it."""
         started = time.perf_counter()
         start, _ = _rows(value["rows"])
@@ -402,6 +401,11 @@ class MatMulFold(Fold):
         self.c.flush()
         del self.c
         os.close(self.fd)
+
+
+def _bytes(array: npt.NDArray[Any]) -> memoryview:
+    """The bytes of a C-contiguous array, as they are (a flat read-only view, no copy)."""
+    return np.ascontiguousarray(array).data.cast("B").toreadonly()
 
 
 def _rows(value: object) -> tuple[int, int]:

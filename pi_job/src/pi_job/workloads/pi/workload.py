@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any, Final
 
 from pi_job.core import argtypes
-from pi_job.core.envelope import InvalidBodyError, check_exact_keys, int_field, text_field
+from pi_job.core.envelope import InvalidBodyError, Payload, check_exact_keys, int_field, text_field
 from pi_job.errors import RunError, UsageError
 from pi_job.limits import MAX_DARTS, MAX_JOB_DARTS, MAX_JOBS, MAX_SEED
 from pi_job.workloads.base import MAX_BODY, Fold, JobContext, Prepared, Workload
@@ -146,7 +146,7 @@ class Pi(Workload):
         return {"seed": seed, "start": start, "darts": darts}, b""
 
     def compute(
-        self, spec: dict[str, Any], payload: bytes, context: JobContext
+        self, spec: dict[str, Any], payload: Payload, context: JobContext
     ) -> tuple[dict[str, Any], bytes]:
         """Count the darts inside, in chunks (a tick between chunks touches the job)."""
         check_exact_keys(spec, _SPEC_KEYS, "spec")
@@ -167,7 +167,7 @@ class Pi(Workload):
         return {"darts": darts, "inside": inside, "backend": backend}, b""
 
     def check_answer(
-        self, params: dict[str, Any], index: int, value: dict[str, Any], payload: bytes
+        self, params: dict[str, Any], index: int, value: dict[str, Any], payload: Payload
     ) -> None:
         """The planned darts, 0 <= inside <= darts, a backend name, no payload."""
         check_exact_keys(value, _VALUE_KEYS, "answer")
