@@ -13,7 +13,9 @@ import numpy as np
 import pytest
 from conftest import MAX_BODY, Beanstalkd, Cluster, wait_for
 
-from pi_job.core.connection import Client, connect, parse_server
+from pi_job.core import signing
+from pi_job.core.connection import Client, connect, parse_server, put_pipelined
+from pi_job.core.envelope import InputRef, Job, split_body
 from pi_job.limits import beanstalkd_sizes
 
 
@@ -301,3 +303,48 @@ def test_bulk_jobs_are_pushed_in_a_bounded_window(cluster: Cluster, beanstalkd: 
     assert 8 <= peak <= 64 and int(beanstalkd.tube("pi.jobs").get("total-jobs", 200)) == 200
     a, b, c = product_of(cluster, "window")
     assert np.array_equal(c, a @ b) and json.loads(out)["jobs"] == 200
+
+
+def test_peek_into_and_bodies_sent_as_parts(beanstalkd: Beanstalkd) -> None:
+    """A body put as (header, payload) parts is one body; ``peek_into`` reads it where asked
+    (a body larger than the room raises and leaves the connection in step); a decoded
+    payload is a view of its body, not a copy."""
+    body = b'{"v":2}\n' + bytes(range(256)) * 40
+    with connect(parse_server(beanstalkd.address), use="parts", watch="parts") as client:
+        parts = (body[:8], memoryview(body)[8:])
+        (job_id,) = put_pipelined(client, [parts], window=1)
+        assert client.peek(job_id).body == body
+        room = memoryview(bytearray(len(body) + 100))
+        assert client.peek_into(job_id, room[50:]) == len(body)
+        assert bytes(room[50 : 50 + len(body)]) == body and not any(room[:50])
+        with pytest.raises(ValueError, match="room for"):
+            client.peek_into(job_id, room[: len(body) - 1])
+        with pytest.raises(greenstalk.NotFoundError):
+            client.peek_into(job_id + 1000, room)
+        assert client.peek(job_id).body == body
+    header, payload = split_body(body)
+    assert header == {"v": 2} and isinstance(payload, memoryview) and payload.obj is body
+
+
+def test_input_that_does_not_match_its_reference_is_buried(
+    cluster: Cluster, beanstalkd: Beanstalkd
+) -> None:
+    """A worker reads an input's chunks into a buffer of the size the job names: a chunk
+    larger than that, or bytes with another sha256, bury the job; nothing is computed."""
+    chunk = np.arange(16, dtype=np.float64).tobytes()  # B of a 4 x 4 product
+    digest = hashlib.sha256(chunk).hexdigest()
+    keyring = signing.read_key_file(cluster.key_file)
+    with beanstalkd.client(use="pi.data.tampered") as client:
+        chunk_id = client.put(chunk)
+    refs = [InputRef((chunk_id,), digest, len(chunk) - 8), InputRef((chunk_id,), "0" * 64, 128)]
+    spec = {"dtype": "float64", "rows": [0, 1], "k": 4, "n": 4}
+    with beanstalkd.client(use="pi.jobs") as client:
+        for index, ref in enumerate(refs):
+            job = Job("tampered", index, "matmul", spec, bytes(32), {"B": ref}, "0" * 32)
+            client.put(job.encode(keyring), ttr=30)
+    cluster.worker()
+    wait_for(lambda: beanstalkd.tube("pi.buried").get("current-jobs-ready", 0) == 2)
+    with beanstalkd.client(watch="pi.buried") as client:
+        reasons = [json.loads(client.reserve(timeout=5).body)["reason"] for _ in refs]
+    assert reasons == ["input does not match its sha256"] * 2
+    assert beanstalkd.tube("pi.results.tampered").get("current-jobs-ready", 0) == 0
