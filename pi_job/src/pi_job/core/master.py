@@ -400,20 +400,14 @@ class RunMaster:
         if not unknown:
             return 0
         self._drain(client)
-        todo = [index for index in unknown if index not in state.results]
-        lost = sum(1 for index in todo if index in state.pushed)
+        lost = [i for i in unknown if i in state.pushed and i not in state.results]
         if lost:
             log.warning(
                 "run %s: %d pushed jobs are gone from the server, pushing them again",
                 self.plan.run_id,
-                lost,
+                len(lost),
             )
-        window = self._window()
-        if window is not None:  # the lost ones again, and new ones up to the window
-            again = [index for index in todo if index in state.pushed]
-            queued = len(state.missing()) - len(todo)
-            fresh = [index for index in todo if index not in state.pushed]
-            todo = sorted(again + fresh[: max(0, window - queued - len(again))])
+        todo = self._to_push(lost)
         self._push(client, todo)
         if todo:
             log.info("run %s: pushed %d jobs to %s", self.plan.run_id, len(todo), JOBS_TUBE)
@@ -428,16 +422,24 @@ class RunMaster:
             return max(BULK_WINDOW_START, 2 * workers)
         return max(BULK_WINDOW, BULK_WINDOW_PER_WORKER * workers)
 
-    def _top_up(self, client: greenstalk.Client[bytes]) -> None:
-        """Push jobs never pushed, up to the window (bulk workloads), as answers come in."""
-        window = self._window()
-        if window is None:
-            return
+    def _to_push(self, lost: list[int]) -> list[int]:
+        """The jobs to push now: ``lost`` (pushed, unanswered and gone from the server) again,
+        and the jobs never pushed: all of them, or for bulk workloads as many as the window
+        has room for beside the unanswered jobs still on the server."""
         state = self.journal.state
         missing = state.missing()
-        waiting = sum(1 for index in missing if index in state.pushed)
         fresh = [index for index in missing if index not in state.pushed]
-        self._push(client, fresh[: max(0, window - waiting)])
+        window = self._window()
+        if window is not None:
+            on_server = sum(1 for index in missing if index in state.pushed) - len(lost)
+            fresh = fresh[: max(0, window - on_server - len(lost))]
+        return sorted(lost + fresh)
+
+    def _top_up(self, client: greenstalk.Client[bytes]) -> None:
+        """Push jobs never pushed as answers come in (compute-only workloads pushed them all
+        at the start)."""
+        if self.workload.prefetch:
+            self._push(client, self._to_push([]))
 
     def _still_queued(self, client: greenstalk.Client[bytes], index: int, job_id: int) -> bool:
         try:
@@ -525,19 +527,19 @@ class RunMaster:
 
     # -- stall detection and progress ------------------------------------------------------
     def _jobs_gone(self, client: greenstalk.Client[bytes]) -> bool:
-        """True if a pushed job without an answer is no longer on the server.
+        """True if a pushed job without an answer is no longer on the server, or a job never
+        pushed has room on it (reconcile pushes both).
 
         A pending job found buried is kicked back to ready when its body is still ours (at most
         :data:`MAX_KICKS` times per job and session); one whose body is not ours is gone.
         """
         state = self.journal.state
-        windowed = self._window() is not None
+        if self._to_push([]):  # never pushed, though there is room for it
+            return True
         for index in state.missing():
             job_id = state.pushed.get(index)
-            if job_id is None:
-                if windowed:  # not pushed yet: it waits for room in the window
-                    continue
-                return True
+            if job_id is None:  # it waits for room in the window
+                continue
             try:
                 buried = client.stats_job(job_id)["state"] == "buried"
                 if buried and not self._kick(client, index, job_id):
