@@ -348,3 +348,16 @@ def test_input_that_does_not_match_its_reference_is_buried(
         reasons = [json.loads(client.reserve(timeout=5).body)["reason"] for _ in refs]
     assert reasons == ["input does not match its sha256"] * 2
     assert beanstalkd.tube("pi.results.tampered").get("current-jobs-ready", 0) == 0
+
+
+def test_input_chunks_a_stopped_upload_left_are_deleted_at_the_end(
+    cluster: Cluster, beanstalkd: Beanstalkd
+) -> None:
+    """Chunks on a run's data tube that its journal does not name (a master stopped while it
+    uploaded them) are deleted with the run's own inputs when the run ends."""
+    with beanstalkd.client(use="pi.data.orphans") as client:
+        for _ in range(3):
+            client.put(bytes(1000))
+    cluster.worker()
+    run_ok(cluster, "--workload", "matmul", "--size", "64", "--run-id", "orphans")
+    assert beanstalkd.tube("pi.data.orphans").get("current-jobs-ready", 0) == 0  # or gone

@@ -280,6 +280,23 @@ def _reply(line: bytes) -> list[bytes]:
     return words
 
 
+def empty_tube(client: greenstalk.Client[bytes], tube: str) -> int:
+    """Delete every ready, delayed and buried message of ``tube`` (reserved ones are their
+    holder's); return how many. Uses ``tube`` and leaves the watch list alone."""
+    client.use(tube)
+    count = 0
+    for peek in (client.peek_ready, client.peek_delayed, client.peek_buried):
+        while True:
+            try:
+                message = peek()
+            except greenstalk.NotFoundError:
+                break
+            with contextlib.suppress(greenstalk.NotFoundError):  # taken meanwhile
+                client.delete(message)
+                count += 1
+    return count
+
+
 def close_quietly(client: greenstalk.Client[bytes] | None) -> None:
     """Close a client, ignoring errors of an already broken connection."""
     if client is None:

@@ -44,6 +44,7 @@ from pi_job.core.connection import (
     close_quietly,
     connect,
     delete_all,
+    empty_tube,
     put_pipelined,
     reserve_ready,
 )
@@ -352,7 +353,9 @@ class RunMaster:
         return True
 
     def delete_inputs(self) -> None:
-        """Delete the run's shared inputs from the server (the run is over)."""
+        """Delete the run's shared inputs from the server (the run is over): the journaled
+        chunks, then whatever else is on the run's data tube (chunks of an upload that a
+        stopped master never journaled)."""
         if self.client is None:
             return
         for ref in self.journal.state.inputs.values():
@@ -361,6 +364,8 @@ class RunMaster:
                     self.client.delete(job_id)
                 except greenstalk.NotFoundError:
                     continue
+        if left := empty_tube(self.client, data_tube(self.plan.run_id)):
+            log.info("run %s: %d unjournaled input chunks deleted", self.plan.run_id, left)
 
     # -- reconcile and push ----------------------------------------------------------------
     def job_body(self, index: int) -> bytes:

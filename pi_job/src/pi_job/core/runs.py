@@ -31,7 +31,13 @@ from typing import Any
 import greenstalk
 
 from pi_job.core import argtypes, runlock
-from pi_job.core.connection import CONNECTION_ERRORS, ServerAddress, close_quietly, connect
+from pi_job.core.connection import (
+    CONNECTION_ERRORS,
+    ServerAddress,
+    close_quietly,
+    connect,
+    empty_tube,
+)
 from pi_job.core.envelope import data_tube, results_tube
 from pi_job.core.journal import default_state_dir
 from pi_job.errors import UsageError
@@ -159,32 +165,6 @@ def run_lines(runs: list[RunInfo], now: float) -> list[str]:
     return lines
 
 
-def _delete_all(client: greenstalk.Client[bytes], tube: str) -> int:
-    """Delete every ready, buried and delayed job of ``tube``; return how many."""
-    client.use(tube)
-    client.watch(tube)
-    for other in client.watching():
-        if other != tube:
-            client.ignore(other)
-    count = 0
-    while True:
-        try:
-            message = client.reserve(timeout=0)
-        except greenstalk.TimedOutError:
-            break
-        client.delete(message)
-        count += 1
-    for peek in (client.peek_buried, client.peek_delayed):
-        while True:
-            try:
-                job = peek()
-            except greenstalk.NotFoundError:
-                break
-            client.delete(job)
-            count += 1
-    return count
-
-
 def cancel(state_dir: Path, server: ServerAddress, run_id: str) -> str:
     """Stop the run's unit and remove its jobs and results from the queue; return a summary."""
     if shutil.which("systemctl") is not None:
@@ -224,8 +204,8 @@ def cancel(state_dir: Path, server: ServerAddress, run_id: str) -> str:
                 deleted += 1
             except greenstalk.NotFoundError:
                 busy += 1  # reserved by a worker right now: its answer is dropped below or later
-        results = _delete_all(client, tube)
-        inputs = _delete_all(client, data_tube(run_id))  # shared inputs: ready, read by peek
+        results = empty_tube(client, tube)
+        inputs = empty_tube(client, data_tube(run_id))  # shared inputs: ready, read by peek
     finally:
         close_quietly(client)
     marker = state_dir / "runs" / f"{run_id}.cancelled"
