@@ -197,6 +197,11 @@ def test_journal_replay_and_torn_line(tmp_path) -> None:
         result = Answer("j1", 0, "h", "w", 0.1, 1, {"darts": 50, "inside": 40, "backend": "x"})
         journal.input("B", InputRef((5, 6), "0" * 64, 10))
         journal.rejected("bad", 101)
+        body = Answer("j1", 1, "h", "w", 0.1, 1, {"rows": [1, 2]}, b"\0" * 4096).encode()
+        answer = decode_answer(body)
+        assert isinstance(answer.payload, memoryview) and answer.payload.obj is body
+        journal.result(answer, 98)  # kept without its payload (a view of the whole body)
+        assert journal.state.results[1].payload == b"" and answer.payload.nbytes == 4096
         journal.result(result, 99)
         journal.duplicate(result, 100)
     with pytest.raises(RunExistsError):
@@ -207,8 +212,8 @@ def test_journal_replay_and_torn_line(tmp_path) -> None:
     journal = Journal.load(tmp_path, "j1")
     state = journal.state
     assert state.pushed == {0: 11, 1: 12}
-    assert list(state.results) == [0] and state.duplicates == 1 and state.missing() == [1]
-    assert state.result_ids == {99, 100}
+    assert list(state.results) == [1, 0] and state.duplicates == 1 and state.missing() == []
+    assert state.result_ids == {98, 99, 100}
     assert state.rejected == 1 and state.inputs == {"B": InputRef((5, 6), "0" * 64, 10)}
     assert state.results[0].value["inside"] == 40
     journal.close()
@@ -276,3 +281,12 @@ def test_worker_under_systemd(cluster: Cluster, tmp_path) -> None:
         assert sock.recv(4096) == b"STOPPING=1"
     first = cluster.log_of(proc).splitlines()[0]
     assert first.startswith("INFO pi_job.core.worker: worker ")
+
+
+def test_input_reference_size_is_bounded_by_its_chunks() -> None:
+    """A job cannot make a worker allocate more than its input's chunks could hold."""
+    ok = {"ids": [1, 2], "sha256": "0" * 64, "size": 2 * (2**30 - 2)}
+    assert InputRef.from_json(ok).size == ok["size"]
+    for size in (ok["size"] + 1, 2**63):
+        with pytest.raises(InvalidBodyError, match="more than 2 chunks hold"):
+            InputRef.from_json({**ok, "size": size})

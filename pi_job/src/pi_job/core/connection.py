@@ -140,7 +140,7 @@ class Client(greenstalk.Client[bytes]):
         size. A body larger than ``buffer`` raises :class:`ValueError` once it has been read
         past (the connection stays usable). ``NotFoundError`` as greenstalk's ``peek``."""
         self._sock.sendall(b"peek %d\r\n" % job_id)
-        _, size_text = greenstalk._parse_response(self._reader.readline(), b"FOUND")
+        _, size_text = greenstalk._parse_response(_checked(self._reader.readline()), b"FOUND")
         size = int(size_text)
         if size > buffer.nbytes:
             read_body(self._reader, size)

@@ -16,7 +16,14 @@ import re
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Final, TypeAlias
 
-from pi_job.limits import MAX_HEADER_BYTES, MAX_JOBS, MAX_TEXT, RUN_ID_PATTERN, check_run_id
+from pi_job.limits import (
+    MAX_BODY_LIMIT,
+    MAX_HEADER_BYTES,
+    MAX_JOBS,
+    MAX_TEXT,
+    RUN_ID_PATTERN,
+    check_run_id,
+)
 
 if TYPE_CHECKING:
     from pi_job.core.signing import Keyring
@@ -85,6 +92,8 @@ class InputRef:
             raise InvalidBodyError("input 'sha256' must be 64 hex digits")
         if isinstance(size, bool) or not isinstance(size, int) or size < 0:
             raise InvalidBodyError("input 'size' must be a non-negative integer")
+        if size > len(ids) * MAX_BODY_LIMIT:
+            raise InvalidBodyError(f"input 'size' {size} is more than {len(ids)} chunks hold")
         return cls(tuple(ids), digest, size)
 
 

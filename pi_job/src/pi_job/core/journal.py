@@ -16,6 +16,7 @@ A crash can leave a partial last line; it is ignored on load and cut off before 
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import time
@@ -225,7 +226,10 @@ class Journal:
     def result(self, result: Answer, message_id: int, *, sync: bool = True) -> None:
         """Record a counted result; durable (fsync) before its message is deleted: with
         ``sync=False`` the caller syncs a group of records once, then deletes their messages."""
-        self.state.results[result.job] = result
+        # the header only: a payload is the workload's to keep, and it is a view of the whole
+        # body (a run's results would otherwise hold all of C)
+        header = dataclasses.replace(result, payload=b"") if result.payload else result
+        self.state.results[result.job] = header
         self.state.result_ids.add(message_id)
         record = {"type": "result", "t": time.time(), "id": message_id, **result.to_record()}
         self._append(record, sync=sync)

@@ -265,6 +265,7 @@ class RunMaster:
                     self._top_up(client)
                 elif now - last_check >= min(IDLE_CHECK_SECONDS, self.options.stall_timeout):
                     last_check = now
+                    self._top_up(client)  # room the window gained without an answer
                     if self._jobs_gone(client):
                         self.reconcile()
                 if now - last_activity >= self.options.stall_timeout:
@@ -364,8 +365,11 @@ class RunMaster:
                     self.client.delete(job_id)
                 except greenstalk.NotFoundError:
                     continue
-        if left := empty_tube(self.client, data_tube(self.plan.run_id)):
-            log.info("run %s: %d unjournaled input chunks deleted", self.plan.run_id, left)
+        try:
+            if left := empty_tube(self.client, data_tube(self.plan.run_id)):
+                log.info("run %s: %d unjournaled input chunks deleted", self.plan.run_id, left)
+        finally:
+            self.client.use(JOBS_TUBE)
 
     # -- reconcile and push ----------------------------------------------------------------
     def job_body(self, index: int) -> bytes:
@@ -539,7 +543,7 @@ class RunMaster:
         :data:`MAX_KICKS` times per job and session); one whose body is not ours is gone.
         """
         state = self.journal.state
-        if self._to_push([]):  # never pushed, though there is room for it
+        if self._to_push([]):  # never pushed, though there is room for it (compute-only runs)
             return True
         for index in state.missing():
             job_id = state.pushed.get(index)

@@ -368,6 +368,7 @@ class Worker:
             self.notifier.status(f"{label}: 0%")
             value, payload = held.workload.compute(held.spec.spec, held.spec.payload, context)
             seconds = time.monotonic() - started
+            payload = memoryview(payload).cast("B")  # flat bytes (a strided view is a bug)
         except JobReleasedError:
             return None
         except CONNECTION_ERRORS:
@@ -421,7 +422,10 @@ class Worker:
         cached = self._inputs.get(ref.sha256)
         if cached is not None:
             return cached
-        buffer = memoryview(bytearray(ref.size))
+        try:
+            buffer = memoryview(bytearray(ref.size))
+        except MemoryError:
+            raise InvalidBodyError(f"input of {ref.size} bytes does not fit in memory") from None
         digest, at = hashlib.sha256(), 0
         for job_id in ref.ids:
             try:
