@@ -754,6 +754,7 @@ def execute(options: RunOptions) -> dict[str, Any]:
         try:
             if prepared is not None and prepared.inputs:
                 master.upload_inputs(dict(prepared.inputs))
+            prepared = None  # on the server now: not held through the run (B: 512 MiB at n=8192)
             master.reconcile()
         except CONNECTION_ERRORS as exc:
             master.drop(exc)
