@@ -26,6 +26,7 @@ import logging
 import secrets
 import sys
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final
@@ -318,7 +319,9 @@ class RunMaster:
 
     # -- shared inputs ---------------------------------------------------------------------
     def upload_inputs(self, inputs: dict[str, bytes]) -> None:
-        """Put each shared input on the run's data tube, in chunks, once; journal where."""
+        """Put each shared input on the run's data tube, in chunks, once; journal where. An
+        input is hashed in a thread while it is sent (hashlib releases the GIL): the jobs, which
+        carry its sha256, wait for neither after the other."""
         client = self._client()
         limit = max_body(client) - INPUT_CHUNK_SLACK
         client.use(data_tube(self.plan.run_id))
@@ -326,13 +329,15 @@ class RunMaster:
             for name, data in sorted(inputs.items()):
                 view = memoryview(data)
                 chunks = (view[at : at + limit] for at in range(0, max(1, len(data)), limit))
-                ids = list(
-                    put_pipelined(
-                        client, chunks, window=PUSH_WINDOW, priority=MAX_PRIORITY, ttr=MAX_TTR
+                with ThreadPoolExecutor(1, thread_name_prefix="digest") as pool:
+                    digest = pool.submit(hashlib.sha256, data)
+                    ids = list(
+                        put_pipelined(
+                            client, chunks, window=PUSH_WINDOW, priority=MAX_PRIORITY, ttr=MAX_TTR
+                        )
                     )
-                )
-                digest = hashlib.sha256(data).hexdigest()
-                self.journal.input(name, InputRef(tuple(ids), digest, len(data)))
+                ref = InputRef(tuple(ids), digest.result().hexdigest(), len(data))
+                self.journal.input(name, ref)
                 log.info(
                     "run %s: input %s, %d bytes in %d chunks",
                     self.plan.run_id,

@@ -416,9 +416,10 @@ class Worker:
     def fetch_input(self, client: Client, ref: InputRef) -> Payload:
         """A run's shared input, read by ``peek`` of its chunks once, then from the cache.
 
-        The chunks are read straight into one buffer of the input's size and hashed as they
-        come (joining them afterwards cost a copy, fresh pages and a second pass over half a
-        gigabyte while the worker had nothing to compute yet)."""
+        The chunks are read straight into one buffer of the input's size and hashed in a
+        thread as they come, while the next one is read (joining them afterwards cost a copy,
+        fresh pages and a second pass over half a gigabyte while the worker had nothing to
+        compute yet)."""
         cached = self._inputs.get(ref.sha256)
         if cached is not None:
             return cached
@@ -427,15 +428,18 @@ class Worker:
         except MemoryError:
             raise InvalidBodyError(f"input of {ref.size} bytes does not fit in memory") from None
         digest, at = hashlib.sha256(), 0
-        for job_id in ref.ids:
-            try:
-                size = client.peek_into(job_id, buffer[at:])
-            except greenstalk.NotFoundError:
-                raise InputMissingError(f"input chunk {job_id} is gone from the server") from None
-            except ValueError:
-                raise InvalidBodyError("input does not match its sha256") from None
-            digest.update(buffer[at : at + size])
-            at += size
+        with ThreadPoolExecutor(1, thread_name_prefix="digest") as hasher:  # in order
+            for job_id in ref.ids:
+                try:
+                    size = client.peek_into(job_id, buffer[at:])
+                except greenstalk.NotFoundError:
+                    raise InputMissingError(
+                        f"input chunk {job_id} is gone from the server"
+                    ) from None
+                except ValueError:
+                    raise InvalidBodyError("input does not match its sha256") from None
+                hasher.submit(digest.update, buffer[at : at + size])
+                at += size
         if at != ref.size or digest.hexdigest() != ref.sha256:
             raise InvalidBodyError("input does not match its sha256")
         while len(self._inputs) >= INPUT_CACHE:
