@@ -1,6 +1,6 @@
 """site.yml repairs drift that its read-only probes must notice, then changes nothing.
 
-beanstalkd, pi_job, pi_cluster_key, pi_worker and pi_master each run one probe and skip their
+beanstalkd, pi_job, pi_cluster_key, pi_worker, pi_master and pi_nft_table each run one probe and skip their
 install and configure steps when its output is the expected state: a thing a step manages that the
 probe does not read would never be repaired. This test drifts several of them at once on the
 queue server (also the master) and on one worker, runs site.yml like the scenario's converge,
@@ -46,6 +46,8 @@ PATHS = {
         ("/usr/local/bin/pi-job", "ln -sfn /bin/true {p}"),
         # pip's entry point, which the worker units run (the probe once trusted the wheel record).
         ("/opt/pi-job/venv/bin/pi-job", "rm -f {p}"),
+        # the queue guard's table (pi_nft_table's probe reads its checksum, mode and owner)
+        ("/etc/nftables.d/pi_queue_guard.nft", "echo '# drift' >> {p}; chown nobody:nogroup {p}"),
     ],
 }
 
@@ -70,6 +72,7 @@ EXPECTED = {
     "/etc/systemd/system/pi-run@.service": "644 root root",
     "/etc/systemd/system/pi-worker@.service": "644 root root",
     "/usr/local/libexec/pi-worker-status": "755 root root",
+    "/etc/nftables.d/pi_queue_guard.nft": "644 root root",
 }
 
 
@@ -125,7 +128,7 @@ def test_site_repairs_drift_then_changes_nothing(nodes, inventory_dir):
     n = int(worker.check_output("nproc"))  # pi_worker_instances defaults to the vCPUs
     last = f"pi-worker@{n}.service"
     units = {"server": ["beanstalkd.service", "beanstalkd.socket"],
-             "worker": [last, "pi-worker.service"]}
+             "worker": [last, "pi-worker.service", "pi-queue-guard.service"]}
 
     before = {(k, p): path_state(nodes[k], p) for k, items in PATHS.items() for p, _ in items}
     before_accounts = {(k, a): nodes[k].check_output(f"getent passwd {a}") for k, a, _ in ACCOUNTS}
@@ -136,6 +139,7 @@ def test_site_repairs_drift_then_changes_nothing(nodes, inventory_dir):
     assert before_units[("server", "beanstalkd.service")] == "enabled active", before_units
     assert before_units[("worker", last)] == "enabled active", before_units
     assert before_units[("worker", "pi-worker.service")] == "enabled active", before_units
+    assert before_units[("worker", "pi-queue-guard.service")] == "enabled active", before_units
 
     # The drifted entries themselves (no directory contents), kept on the node to put back if
     # site.yml does not repair them: the lab stays usable for the other tests.
@@ -150,7 +154,8 @@ def test_site_repairs_drift_then_changes_nothing(nodes, inventory_dir):
         for k, _, cmd in ACCOUNTS:
             nodes[k].check_output(cmd)
         server.check_output("systemctl unmask beanstalkd.socket && systemctl disable beanstalkd.service")
-        worker.check_output(f"systemctl disable --now {last} && systemctl disable pi-worker.service")
+        worker.check_output(f"systemctl disable --now {last} && systemctl disable pi-worker.service"
+                            " pi-queue-guard.service")
         for node in (server, worker):
             node.check_output("systemctl daemon-reload")
         # The drift is real: every item now differs, the drifted units are loaded.
@@ -192,7 +197,7 @@ def test_site_repairs_drift_then_changes_nothing(nodes, inventory_dir):
             for k in PATHS:
                 nodes[k].run(f"tar -C / -xpf {backup} && systemctl daemon-reload")
             server.run("systemctl mask beanstalkd.socket; systemctl enable beanstalkd.service")
-            worker.run(f"systemctl enable --now {last}; systemctl enable pi-worker.service")
+            worker.run(f"systemctl enable --now {last}; systemctl enable pi-worker.service pi-queue-guard.service")
             server.run("usermod -s /usr/sbin/nologin beanstalkd")
             worker.run("usermod -s /usr/sbin/nologin -c 'pi-worker.service status (reads unit states over D-Bus)' pi-worker-status")
             site(inventory_dir)
