@@ -6,6 +6,7 @@ or int64 only), shape, emptiness, NaN/Inf, size limit, int64 overflow of the pro
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Any, Final
 
@@ -24,9 +25,33 @@ BLOCK_ROWS: Final = 64
 """Rows drawn from one random stream when operands are generated."""
 
 
-def generate(seed: int, shape: tuple[int, int], dtype: str, which: int) -> npt.NDArray[np.generic]:
-    """Operand ``which`` (0 for A, 1 for B) of the product generated from ``seed``."""
-    return generate_rows(seed, which, 0, shape[0], shape[1], dtype)
+SAVE_ROWS: Final = 16 * BLOCK_ROWS
+"""Rows generated and written at a time by :func:`save_generated`."""
+
+
+def save_generated(path: Path, seed: int, shape: tuple[int, int], dtype: str, which: int) -> None:
+    """Write operand ``which`` (0 for A, 1 for B) of the product generated from ``seed`` to the
+    ``.npy`` file ``path``, a few blocks at a time (never the whole matrix in memory). The file
+    appears whole or not at all (a master killed half way must not leave a file of the right
+    size whose rows are zeros)."""
+    part = path.with_name(path.name + ".part")
+    out = np.lib.format.open_memmap(part, mode="w+", dtype=np.dtype(dtype), shape=shape)
+    try:
+        for start in range(0, shape[0], SAVE_ROWS):
+            stop = min(start + SAVE_ROWS, shape[0])
+            out[start:stop] = generate_rows(seed, which, start, stop, shape[1], dtype)
+        out.flush()
+    finally:
+        del out
+    os.replace(part, path)
+
+
+def save(path: Path, array: npt.NDArray[Any]) -> None:
+    """``numpy.save`` of ``array`` to ``path``, appearing whole or not at all."""
+    part = path.with_name(path.name + ".part")
+    with part.open("wb") as file:
+        np.save(file, np.ascontiguousarray(array), allow_pickle=False)
+    os.replace(part, path)
 
 
 def generate_rows(

@@ -189,15 +189,15 @@ class MatMul(Workload):
         if not (a_path.exists() and b_path.exists()):
             shape_a, shape_b = (params["m"], params["k"]), (params["k"], params["n"])
             if params["a"] is None:
-                a = operands.generate(seed, shape_a, params["dtype"], 0)
-                b = operands.generate(seed, shape_b, params["dtype"], 1)
+                operands.save_generated(b_path, seed, shape_b, params["dtype"], 1)
+                operands.save_generated(a_path, seed, shape_a, params["dtype"], 0)
             else:
                 a, b = (
                     operands.load(Path(params["a"]), "--a"),
                     operands.load(Path(params["b"]), "--b"),
                 )
-            np.save(b_path, np.ascontiguousarray(b))
-            np.save(a_path, np.ascontiguousarray(a))
+                operands.save(b_path, b)
+                operands.save(a_path, a)
         jobs = panels(params["m"], params["rows"])
         if params.get("on_workers"):
             return Prepared(jobs=jobs, inputs={})  # kept here for the verification only
