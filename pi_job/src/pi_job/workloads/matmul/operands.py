@@ -25,6 +25,12 @@ BLOCK_ROWS: Final = 64
 """Rows drawn from one random stream when operands are generated."""
 
 
+def generate(seed: int, shape: tuple[int, int], dtype: str, which: int) -> npt.NDArray[np.generic]:
+    """Operand ``which`` (0 for A, 1 for B) of the product generated from ``seed``, in memory
+    (the master writes it with :func:`save_generated` instead)."""
+    return generate_rows(seed, which, 0, shape[0], shape[1], dtype)
+
+
 SAVE_ROWS: Final = 16 * BLOCK_ROWS
 """Rows generated and written at a time by :func:`save_generated`."""
 
