@@ -17,6 +17,7 @@ from pi_job.core import signing
 from pi_job.core.connection import Client, connect, parse_server, put_pipelined
 from pi_job.core.envelope import InputRef, Job, split_body
 from pi_job.limits import beanstalkd_sizes
+from pi_job.workloads.matmul import operands
 
 
 def run_dir(cluster: Cluster, run_id: str) -> Path:
@@ -361,3 +362,14 @@ def test_input_chunks_a_stopped_upload_left_are_deleted_at_the_end(
     cluster.worker()
     run_ok(cluster, "--workload", "matmul", "--size", "64", "--run-id", "orphans")
     assert beanstalkd.tube("pi.data.orphans").get("current-jobs-ready", 0) == 0  # or gone
+
+
+def test_generated_operands_written_in_blocks_are_the_whole_operand(tmp_path: Path) -> None:
+    """save_generated writes a few blocks at a time (and renames when whole): the file holds
+    exactly what generating the operand in one piece gives, for rows not a multiple of a write."""
+    rows = operands.SAVE_ROWS * 2 + 37
+    for dtype in ("int64", "float64"):
+        path = tmp_path / f"{dtype}.npy"
+        operands.save_generated(path, 9, (rows, 40), dtype, 1)
+        assert np.array_equal(np.load(path), operands.generate(9, (rows, 40), dtype, 1))
+        assert not list(tmp_path.glob("*.part"))
